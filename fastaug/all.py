@@ -1,0 +1,7 @@
+"`from fastaug.all import *`: fastai's basics and callbacks and every public name of fastaug, as `fastai.vision.all` does"
+# Written by hand, like fastai's own `all` modules: it holds only imports, so no notebook exports it.
+from fastai.basics import *
+from fastai.callback.all import *
+from .core import *
+from .datasets import *
+from .mixup import *

@@ -1,0 +1,55 @@
+"The package: one version, a build that works with current setuptools, the files the design card names"
+import configparser, importlib.metadata, subprocess, sys, zipfile, tomllib
+from pathlib import Path
+import pytest
+import fastaug
+
+root = Path(__file__).resolve().parent.parent
+
+def settings():
+    cfg = configparser.ConfigParser(delimiters=['='])
+    cfg.read(root/'settings.ini', encoding='utf-8')
+    return cfg['DEFAULT']
+
+def test_one_version():
+    v = settings()['version']
+    assert fastaug.__version__ == v
+    assert importlib.metadata.version('fastaug') == v, 'the installed metadata is stale: reinstall with `pip install -e .`'
+
+def test_pyproject_holds_only_what_nbdev_needs():
+    cfg = tomllib.loads((root/'pyproject.toml').read_text())
+    assert set(cfg) == {'build-system', 'tool'} and set(cfg['tool']) == {'nbdev'}
+    assert cfg['tool']['nbdev']['update_pyproject'] is False
+
+def test_layout():
+    for p in ('fastaug', 'nbs', 'tests', 'settings.ini', 'setup.py', 'pyproject.toml', 'Makefile', '.ci/run', 'LICENSE', 'README.md'):
+        assert (root/p).exists(), p
+    assert 'Apache License' in (root/'LICENSE').read_text()
+    assert 'make test' in (root/'.ci'/'run').read_text()
+
+def test_readme_says_how_to_set_up_first():
+    readme = (root/'README.md').read_text()
+    setup = readme.index('## Set up')
+    assert setup < readme.index('## Install') and 'make demo' in readme and 'make test' in readme
+
+def test_wheel_builds_with_current_setuptools(tmp_path):
+    "setup.py reads settings.ini without pkg_resources and the wheel carries the package and its metadata"
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(tmp_path), str(root)],
+                   check=True, cwd=tmp_path)
+    whl, = tmp_path.glob('fastaug-*.whl')
+    names = zipfile.ZipFile(whl).namelist()
+    assert 'fastaug/core.py' in names and 'fastaug/mixup.py' in names
+    meta = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith('METADATA'))).decode()
+    assert f"Version: {settings()['version']}" in meta and 'Requires-Dist: fastai' in meta
+
+def test_all_exports_public_api():
+    ns = {}
+    exec('from fastaug.all import *', ns)
+    for name in ('MixUp', 'CutMix', 'MixedLoss', 'find_head', 'LatentHook', 'get_dls', 'get_learner', 'Learner'):
+        assert name in ns, name
+
+def test_no_distributed_import_at_top_level():
+    "`import fastai.distributed` fails without accelerate: fastaug must never import it eagerly"
+    out = subprocess.run([sys.executable, '-c', 'import sys, fastaug.all; print("fastai.distributed" in sys.modules)'],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'False'
