@@ -5,3 +5,4 @@ from fastai.callback.all import *
 from .core import *
 from .datasets import *
 from .mixup import *
+from .policy import *
