@@ -17,7 +17,7 @@ export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test check-nbs check-readme readme nbtest pytest bench clean-venv
+.PHONY: demo test check-nbs check-readme readme notebooks nbtest pytest bench clean-venv
 
 $(VENV)/.torch:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ check-readme: $(VENV)/.installed-dev
 	diff -u README.md $(VENV)/README.rendered.md || { echo "README.md is out of date: run 'make readme' and commit it"; exit 1; }
 
 readme: $(VENV)/.installed-dev
+	$(PY) tools/render_readme.py
+
+## re-execute the notebooks in place so their stored outputs (tables, pictures) are current, then clean them
+notebooks: $(VENV)/.installed-dev
+	$(PY) tools/run_nb.py nbs/*.ipynb
+	$(BIN)/nbdev-clean
 	$(PY) tools/render_readme.py
 
 nbtest: $(VENV)/.installed-dev
