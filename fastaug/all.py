@@ -4,5 +4,10 @@ from fastai.basics import *
 from fastai.callback.all import *
 from .core import *
 from .datasets import *
-from .mixup import *
 from .policy import *
+from .mixup import *
+from .manifold import *
+from .image_ops import *
+from .modals import *
+from .isda import *
+from .pba import *

@@ -45,7 +45,8 @@ def test_wheel_builds_with_current_setuptools(tmp_path):
 def test_all_exports_public_api():
     ns = {}
     exec('from fastaug.all import *', ns)
-    for name in ('MixUp', 'CutMix', 'MixedLoss', 'find_head', 'LatentHook', 'get_dls', 'get_learner', 'Learner'):
+    for name in ('MixUp', 'CutMix', 'ManifoldMixup', 'OutputMixup', 'MODALS', 'ISDA', 'ImagePolicy', 'PBA', 'pba_search',
+                 'Policy', 'PolicySchedule', 'MixedLoss', 'find_head', 'LatentHook', 'get_dls', 'get_learner', 'Learner'):
         assert name in ns, name
 
 def test_no_distributed_import_at_top_level():
