@@ -10,7 +10,7 @@ cfg = cfg['DEFAULT']
 
 def reqs(key): return shlex.split(cfg.get(key, ''))
 extras = {k: reqs(f'{k}_requirements') for k in ('data', 'dev', 'ray', 'distributed')}
-extras['dev'] += extras['data']
+extras['dev'] += extras['data'] + extras['ray'] + extras['distributed']  # CI runs the Ray and distributed tests
 extras['all'] = sorted({r for v in extras.values() for r in v})
 licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
 lic = licenses[cfg['license']]

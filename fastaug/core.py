@@ -52,6 +52,7 @@ def sample_lam(
     device=None # Device of the returned tensor
 )->Tensor: # fp32 tensor of shape (bs,)
     "Draw mixing weights λ ~ Beta(`alpha`, `alpha`), one per sample"
+    check_int('bs', bs, 0)
     lam = np.random.beta(check_positive('alpha', alpha), alpha, bs if per_sample else 1)
     if fold: lam = np.maximum(lam, 1-lam)
     if not per_sample: lam = np.repeat(lam, bs)
@@ -444,6 +445,10 @@ class MixCallback(Callback):
     def before_fit(self): self._restore()
     def before_train(self):
         self._restore()
+        other = first(c for c in getattr(self.learn, 'cbs', []) if isinstance(c, MixCallback) and c is not self)
+        if other is not None: raise ValueError(
+            f"{type(self).__name__} and {type(other).__name__} both mix pairs of samples: a Learner takes one mixing "
+            "callback, since each scores the loss against the targets of its own pairs; remove one of them")
         self._loss = install_loss(self.learn, self.loss_class(self.learn.loss_func, owner=self))
         self._embs = None
 

@@ -405,6 +405,7 @@ def apply_policy(
 )->Tensor:
     "A copy of `x` with `policy` applied to each sample (`x` itself if no sample draws an operation)"
     check_images(x, 'apply_policy')
+    if policy.kind not in (None, 'image'): raise ValueError(f"apply_policy applies image operations, got a policy of {policy.kind} operations")
     if plan is None: plan = policy.plan(len(x), x.device)
     if not (plan >= 0).any(): return x
     with torch.autocast(x.device.type, enabled=False): return policy.apply(x, plan, **kwargs)

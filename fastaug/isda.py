@@ -204,6 +204,7 @@ def isda_logits(
     lam:float # The augmentation strength λ
 )->Tensor: # Shape (n, C), in `logits`' type and dtype
     "`logits` + (λ/2)·(w_j - w_y)ᵀ Σ_y (w_j - w_y): the logits whose cross-entropy bounds ISDA's expected loss"
+    check_labels(plain(y), weight.shape[0], 'isda_logits')
     if lam == 0: return logits
     classes,group = torch.unique(plain(y).long(), return_inverse=True)
     q = logit_variance(weight, cov, classes)
@@ -249,7 +250,7 @@ class ISDA(LatentCallback):
 
     def _init_state(self):
         super()._init_state()
-        self.estimator,self._head_ref,self._fit_start,self._verify = None,None,0,False
+        self.estimator,self._head_ref,self._fit_start,self._verify,self._trains = None,None,0,False,False
 
     def lambda_at(self, epoch:int)->float:
         "λ for epoch `epoch` of the current fit"
@@ -257,13 +258,18 @@ class ISDA(LatentCallback):
         return self.lambda0*min((self._fit_start + epoch)/total, 1.)
 
     def before_fit(self):
+        "A new head starts the statistics and λ's ramp again; `get_preds` and `predict` run this too, so nothing is allocated here"
         super().before_fit()
         h = self.head
-        if self.estimator is None or self._head_ref is None or self._head_ref() is not h:
-            self.estimator = CovarianceEstimator(h.out_features, h.in_features, self.cov, device=h.weight.device)
-            self._head_ref,self.epochs_done = weakref.ref(h),0
+        if self._head_ref is None or self._head_ref() is not h: self.estimator,self._head_ref,self.epochs_done = None,weakref.ref(h),0
+        self._fit_start,self._verify,self.lam,self._trains = self.epochs_done,True,0.,False
+
+    def before_train(self):
+        "The estimator is made when training starts"
+        self._trains,h = True,self.head
+        if self.estimator is None: self.estimator = CovarianceEstimator(h.out_features, h.in_features, self.cov, device=h.weight.device)
         else: self.estimator.to(h.weight.device)
-        self._fit_start,self._verify,self.lam = self.epochs_done,True,0.
+        super().before_train()
 
     def make_loss(self, loss_func):
         "`ISDALoss` for training; nothing inside `lr_find`, whose steps use the plain logits"
@@ -283,8 +289,11 @@ class ISDA(LatentCallback):
             self._check_output(self._hook.z, self.pred)
         super().after_pred()
 
+    def after_cancel_epoch(self): self._trains = True  # skipped by `fit(start_epoch=)`, or cancelled: it counts
     def after_epoch(self):
-        if not in_lr_find(self.learn): self.epochs_done += 1
+        "Count the epochs of training: not lr_find's, nor those `get_preds` and `validate` run without training"
+        if self._trains and not in_lr_find(self.learn): self.epochs_done += 1
+        self._trains = False
 
     def augment(self, pred:Tensor, y:Tensor)->Tensor:
         "`pred` with the ISDA term of each row's label `y` added"

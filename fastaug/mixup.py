@@ -30,21 +30,21 @@ class MixUp(MixCallback):
 # %% ../nbs/02_mixup.ipynb #c1981405
 def rand_box(h:int, w:int, lam:float)->tuple:
     "A box of side ratio √(1-`lam`) of an `h`×`w` image, centred at random and clipped: (row slice, column slice)"
-    r = math.sqrt(1 - lam)
+    r = math.sqrt(1 - check_prob('lam', lam))
     ch,cw = round(h*r),round(w*r)
     y0,x0 = int(torch.randint(h, ())) - ch//2,int(torch.randint(w, ())) - cw//2
     return slice(max(y0, 0), min(y0+ch, h)),slice(max(x0, 0), min(x0+cw, w))
 
 def rand_segment(n:int, lam:float)->tuple:
     "A segment of length (1-`lam`)·`n`, centred at random and clipped: (slice,)"
-    c = round(n*(1 - lam))
+    c = round(n*(1 - check_prob('lam', lam)))
     a = int(torch.randint(n, ())) - c//2
     return (slice(max(a, 0), min(a+c, n)),)
 
 def rand_features(sizes:list, lam:float)->tuple:
     "A random (1-`lam`) share of the columns of tensors with `sizes` columns: (column indices per tensor, share cut)"
     n = sum(sizes)
-    cols = torch.randperm(n)[:round(n*(1 - lam))]
+    cols = torch.randperm(n)[:round(n*(1 - check_prob('lam', lam)))]
     starts = np.cumsum([0, *sizes])
     return [((cols[(cols >= a) & (cols < b)] - a).sort().values,) for a,b in zip(starts[:-1], starts[1:])],len(cols)/max(n, 1)
 

@@ -76,14 +76,17 @@ def update(self:ClassMemory,
     y:Tensor, # Their class labels, shape (bs,)
     score:Tensor|None=None # How hard each latent is (default: all equal)
 ):
-    "Merge a batch of latents into the statistics and the banks"
-    z,y = plain(z).detach().float(),plain(y).detach().long()
+    "Merge a batch of latents into the statistics and the banks; under torch.distributed, the batches of every process"
+    z,y = plain(z).detach().float(),plain(y).detach()
     if z.ndim != 2 or z.shape[1] != self.n_dims or y.shape != z.shape[:1]:
         raise ValueError(f"ClassMemory of {self.n_dims}-d latents got latents of shape {tuple(z.shape)} and labels of shape {tuple(y.shape)}")
+    check_labels(y, self.n_classes, 'ClassMemory')
+    score = torch.zeros(len(y), device=z.device) if score is None else plain(score).detach().float()
+    if is_distributed(): z,y,score = all_gather_rows(z),all_gather_rows(y),all_gather_rows(score)  # the same memory on every rank
     if z.device != self.device: self.to(z.device)
     with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
-        self._merge_moments(z, y)
-        self._push(z, y, torch.zeros(len(y), device=z.device) if score is None else plain(score).detach().float())
+        self._merge_moments(z, y.long())
+        self._push(z, y.long(), score)
     return self
 
 @patch
@@ -91,7 +94,7 @@ def _merge_moments(self:ClassMemory, z, y):
     C,d = self.n_classes,self.n_dims
     dz = (z - self.mean[y]).double()  # shifted by the current means; fp64 so a first batch far from 0 keeps its variance
     n = torch.bincount(y, minlength=C).double()[:, None]
-    moments = all_reduce_sum(torch.cat([n, sum_rows(dz, y, C), sum_rows(dz.square(), y, C)], 1))  # (C, 1 + 2d)
+    moments = torch.cat([n, sum_rows(dz, y, C), sum_rows(dz.square(), y, C)], 1)  # (C, 1 + 2d)
     n,s,q = moments[:, 0],moments[:, 1:1+d],moments[:, 1+d:]
     N,m2 = self.count.double(),self.m2.double()
     if self.horizon is not None:
@@ -129,7 +132,7 @@ def hard_examples(self:ClassMemory,
 )->Tensor:
     "One remembered latent of each sample's class, drawn with probability softmax(score/`temperature`)"
     y = plain(y).to(self.device)
-    logits = self.score[y]/temperature
+    logits = self.score[y]/check_positive('temperature', temperature)
     gumbel = -torch.empty_like(logits).exponential_().log()
     j = torch.where(self._valid_slots(y), logits + gumbel, torch.full_like(logits, -float('inf'))).argmax(1)
     return self.bank[y, j]
@@ -214,6 +217,7 @@ def select_triplets(
 )->tuple:
     "Anchor, positive and negative indices: one triplet per ordered same-class pair that has a qualifying negative"
     check_choice('mining', mining, TRIPLET_MINING)
+    check_positive('margin', margin)
     d,bs = d.detach(),len(y)
     same = y[:, None] == y[None]
     neg_d,order = d.masked_fill(same, float('inf')).sort(1)           # each anchor's negatives, nearest first
@@ -287,7 +291,7 @@ def modals_policy(
     copies:int=2 # Settings per operation
 )->Policy:
     "A fixed policy of MODALS' latent operations, all at the same levels, with the authors' 0.2/0.7/0.1 weights"
-    return Policy([(o, prob, mag) for o in ops for _ in range(copies)], n_ops_weights=MODALS_N_OPS_WEIGHTS)
+    return Policy([(o, prob, mag) for o in ops for _ in range(check_int('copies', copies))], n_ops_weights=MODALS_N_OPS_WEIGHTS)
 
 # %% ../nbs/06_modals.ipynb #a78d0d9c
 class MODALS(LatentCallback, PolicyCallback):
@@ -364,8 +368,8 @@ def _setup(self:MODALS):
 
 @patch
 def before_fit(self:MODALS):
+    "Find the head; the memory and the discriminator are made when training starts, never for `get_preds` or `predict`"
     super(MODALS, self).before_fit()
-    self._setup()
 
 @patch
 def make_loss(self:MODALS, loss_func):
@@ -374,6 +378,7 @@ def make_loss(self:MODALS, loss_func):
 
 @patch
 def before_train(self:MODALS):
+    self._setup()
     super(MODALS, self).before_train()
     if self.refresh == 'epoch' and self.collecting: self.rebuild_memory()
 

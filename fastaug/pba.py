@@ -45,6 +45,8 @@ class PBA(Callback):
         schedule:PolicySchedule|str|Path, # The schedule, or the path of a JSON file saved by `PolicySchedule.save`
         n_epochs:int|None=None # Epochs of training, over all fits, to stretch it over; None: one schedule epoch per epoch
     ):
+        if not isinstance(schedule, (PolicySchedule, str, Path)): raise TypeError(
+            f"`schedule` must be a PolicySchedule or the path of a schedule file, got {type(schedule).__name__}")
         self.schedule = schedule if isinstance(schedule, PolicySchedule) else PolicySchedule.load(schedule)
         if n_epochs is not None and (isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) or n_epochs < 1):
             raise ValueError(f"`n_epochs` must be an integer >= 1 or None, got {n_epochs!r}")
@@ -53,7 +55,7 @@ class PBA(Callback):
 
     def _init_state(self):
         super()._init_state()
-        self._targets,self._saved = None,None
+        self._targets,self._saved,self._trains = None,None,False
 
     def reset(self):
         "Replay from the schedule's first epoch again"
@@ -64,12 +66,14 @@ class PBA(Callback):
         "The schedule epoch the current epoch replays"
         return self.schedule.source_epoch(self.epochs_done, self.n_epochs)
 
-    def before_fit(self):
-        self._targets = _policy_targets(self.learn, self.schedule.kind, 'PBA')
-        if self._saved is None: self._saved = [cb.policy for cb in self._targets]
+    def before_fit(self): self._trains = False
 
-    def before_epoch(self):
-        end = self.n_epochs or len(self.schedule)
+    def before_train(self):
+        "Set this epoch's policy: only epochs that train take a step of the schedule (`get_preds` runs epochs too)"
+        if self._targets is None:
+            self._targets = _policy_targets(self.learn, self.schedule.kind, 'PBA')
+            self._saved = [cb.policy for cb in self._targets]
+        self._trains,end = True,self.n_epochs or len(self.schedule)
         if self.epochs_done >= end and not self._warned:
             warn(f"PBA: epoch {self.epochs_done} is past the {end} epochs the schedule is replayed over; its last policy "
                  "stays in force (pass `n_epochs` to stretch it over a longer run, or call `reset()` for a new run)")
@@ -77,13 +81,17 @@ class PBA(Callback):
         policy = self.schedule.policy_at(self.epochs_done, self.n_epochs)
         for cb in self._targets: cb.policy = policy
 
+    def after_cancel_epoch(self): self._trains = True  # skipped by `fit(start_epoch=)`, or cancelled: it counts
+
     def after_epoch(self):
-        if not in_lr_find(self.learn): self.epochs_done += 1
+        if self._trains and not in_lr_find(self.learn): self.epochs_done += 1
+        self._trains = False
 
     def after_fit(self):
+        "Give the policy callbacks back the policies they had before the fit"
         if self._saved is not None:
             for cb,p in zip(self._targets, self._saved): cb.policy = p
-        self._saved = None
+        self._targets,self._saved = None,None
 
 # %% ../nbs/08_pba.ipynb #dbdbf8fd
 def explore(
@@ -93,7 +101,9 @@ def explore(
     max_shift:int=3 # A shift moves a level by 0…`max_shift`, up or down, then clips it
 )->Policy:
     "A copy of `policy` with every probability and magnitude level perturbed, as PBA's explore step does"
+    if not isinstance(policy, Policy): raise TypeError(f"explore perturbs a Policy, got {type(policy).__name__}")
     check_prob('resample_p', resample_p)
+    check_int('max_shift', max_shift, 0)
     rng = np.random.default_rng(rng)
     levels = np.array([[s.prob, s.mag] for s in policy.settings], dtype=np.int64).reshape(-1, 2)
     top = np.broadcast_to(np.array([PROB_LEVELS-1, MAG_LEVELS-1]), levels.shape)
@@ -266,6 +276,8 @@ def _read_json(path, what:str)->dict:
 def score_metric(learn, metric:str|None=None, higher_is_better:bool|None=None)->tuple:
     "The validation metric that ranks trials and whether higher is better, checked against `learn`'s metrics"
     names = ['valid_loss'] + [m.name for m in L(learn.metrics)]
+    if higher_is_better not in (None, True, False):
+        raise TypeError(f"`higher_is_better` must be True, False or None, got {higher_is_better!r}")
     if metric is None: metric = names[1] if len(names) > 1 else 'valid_loss'
     if metric not in names:
         raise ValueError(f"`metric`: the Learner reports {names} on the validation set, not {metric!r}")
@@ -625,7 +637,11 @@ def pba_search(
     progress:bool=True # Show a progress bar (local) or Ray's progress report (ray)
 )->PBAResult:
     "Search a schedule of augmentation policies with Population Based Augmentation"
+    if not callable(make_learner) or isinstance(make_learner, Learner): raise TypeError(
+        f"`make_learner` must be a function that builds a new Learner, got {type(make_learner).__name__}")
     check_choice('engine', engine, ('local', 'ray'))
+    check_int('seed', seed, 0)
+    if lr is not None: check_positive('lr', lr)
     check_choice('fit_method', fit_method, FIT_METHODS)
     population,epochs,interval = check_int('population', population, 2),check_int('epochs', epochs),check_int('interval', interval)
     if not (isinstance(quantile, numbers.Real) and 0 < quantile <= 0.5):

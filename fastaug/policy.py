@@ -169,6 +169,9 @@ class ScheduleError(ValueError):
 class PolicySchedule:
     "The policy in force at each epoch, stretchable to any number of epochs"
     def __init__(self, policies:list):
+        if isinstance(policies, (Policy, str)) or not hasattr(policies, '__iter__'): raise TypeError(
+            "`policies` must be a list of policies, one per epoch: use `PolicySchedule.constant(policy, n_epochs)` "
+            f"to hold one policy for n epochs, got {type(policies).__name__}")
         self.policies = [p if isinstance(p, Policy) else Policy(p) for p in policies]
         if not self.policies: raise ScheduleError("a schedule needs at least one epoch")
         kinds = {p.kind for p in self.policies} - {None}

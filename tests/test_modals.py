@@ -397,7 +397,8 @@ def check_fine_tune(learn):
     mems = []
     class Mem(Callback):
         order = 16
-        def before_fit(self): mems.append((id(self.learn.modals.memory), float(self.learn.modals.memory.count.sum()), self.learn.modals.disc))
+        def before_train(self):  # the memory is made when training starts
+            if self.epoch == 0: mems.append((id(self.learn.modals.memory), float(self.learn.modals.memory.count.sum()), self.learn.modals.disc))
     learn.add_cb(Mem())
     with learn.no_logging(): learn.fine_tune(1, 1e-3, freeze_epochs=1)
     assert learn.loss_func is lf and not hooks_left(learn.model)
