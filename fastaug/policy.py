@@ -137,9 +137,13 @@ class Policy:
         out = x.clone()
         rows = _rows(out)
         for row in plan:
-            for k in row[row >= 0].unique().tolist():
-                idx = (row == k).nonzero()[:, 0]
-                s = self.settings[k]
+            sel = (row >= 0).nonzero()[:, 0]
+            if not len(sel): continue
+            ks,o = row[sel].sort(stable=True)  # samples grouped by setting: one sort, not a mask per setting
+            grouped,start = sel[o],0
+            for k,n in enumerate(torch.bincount(ks, minlength=len(self.settings)).tolist()):
+                if not n: continue
+                idx,start,s = grouped[start:start+n],start+n,self.settings[k]
                 new = get_op(s.op).fn(out.index_select(0, idx), s.m, idx=idx, **kwargs).to(out.dtype)
                 if rows is None: out[idx] = new
                 else: rows[idx] = _rows(new.contiguous())
