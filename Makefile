@@ -34,9 +34,16 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -e ".[dev]"
 	touch $@
 
-## the main job: a small model on the offline image data, no augmentation vs MixUp vs CutMix
+## the main job: a short PBA search of MODALS' latent operations on MNIST-1D, its replay, and a table (a few minutes)
 demo: $(VENV)/.installed
-	$(PY) -m fastaug.bench demo
+	$(PY) -m fastaug.bench demo --out demo_results
+
+## the benchmark: every method on the four offline datasets, full and 10 % training sets, 5 seeds; resumes where it
+## stopped (a few hours on a 2-core CPU). `make bench BENCH_ARGS='--seeds 3 --regimes reduced'` chooses a part.
+BENCH_ARGS ?=
+bench: $(VENV)/.installed
+	$(PY) -m fastaug.bench run --out benchmarks/results $(BENCH_ARGS)
+	$(PY) -m fastaug.bench report --out benchmarks/results
 
 ## everything CI runs
 test: $(VENV)/.installed-dev check-nbs check-readme nbtest pytest

