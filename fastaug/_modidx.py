@@ -21,6 +21,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'fastaug.bench.run_key': ('bench.html#run_key', 'fastaug/bench.py'),
                                'fastaug.bench.search_key': ('bench.html#search_key', 'fastaug/bench.py'),
                                'fastaug.bench.search_schedule': ('bench.html#search_schedule', 'fastaug/bench.py'),
+                               'fastaug.bench.searched_modals': ('bench.html#searched_modals', 'fastaug/bench.py'),
                                'fastaug.bench.summarise': ('bench.html#summarise', 'fastaug/bench.py'),
                                'fastaug.bench.train_eval': ('bench.html#train_eval', 'fastaug/bench.py')},
             'fastaug.core': { 'fastaug.core.BatchHook': ('core.html#batchhook', 'fastaug/core.py'),

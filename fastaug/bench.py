@@ -17,10 +17,10 @@ from .policy import *
 from .pba import *
 
 # %% auto #0
-__all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'EPOCHS', 'replay_callbacks', 'applies', 'all_methods', 'train_eval',
-           'search_schedule', 'mean_std', 'paired_gains', 'summarise', 'method_rank', 'search_key', 'markdown_table',
-           'compact_table', 'plot_gains', 'epochs_of', 'regime_data', 'run_key', 'read_runs', 'append_run',
-           'run_benchmark', 'report', 'demo', 'main']
+__all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'EPOCHS', 'searched_modals', 'replay_callbacks', 'applies', 'all_methods',
+           'train_eval', 'search_schedule', 'mean_std', 'paired_gains', 'summarise', 'method_rank', 'search_key',
+           'markdown_table', 'compact_table', 'plot_gains', 'epochs_of', 'regime_data', 'run_key', 'read_runs',
+           'append_run', 'run_benchmark', 'report', 'demo', 'main']
 
 # %% ../nbs/09_bench.ipynb #1f0b20fe
 METHODS = {
@@ -35,9 +35,13 @@ METHODS = {
 SEARCHED = {'modals-pba': 'MODALS replaying a PBA schedule of its four latent operations'}
 ONLY = {'cutmix': ('image', 'series')}  # methods documented for some modalities only
 
+def searched_modals()->MODALS:
+    "MODALS at the zero policy over its four operations: what a PBA search, or the replay of its schedule, drives"
+    return MODALS(Policy.zero(list(MODALS_OPS), n_ops_weights=MODALS_N_OPS_WEIGHTS))
+
 def replay_callbacks(schedule:PolicySchedule)->list:
     "The callbacks that replay a searched MODALS schedule"
-    return [MODALS(Policy.zero(list(MODALS_OPS), n_ops_weights=MODALS_N_OPS_WEIGHTS)), PBA(schedule)]
+    return [searched_modals(), PBA(schedule)]
 
 def applies(method:str, modality:str)->bool:
     "Whether `method` is documented for `modality`"
@@ -86,8 +90,7 @@ def search_schedule(
     sched_file,rec_file = path/'schedule.json',path/'search.json'
     if sched_file.exists() and rec_file.exists(): return PolicySchedule.load(sched_file),json.loads(rec_file.read_text())
     hold = get_dls(modality, holdout=0.2, **data)
-    def make_learner():
-        return get_learner(modality, dls=hold, cbs=[MODALS(Policy.zero(list(MODALS_OPS), n_ops_weights=MODALS_N_OPS_WEIGHTS))])
+    def make_learner(): return get_learner(modality, dls=hold, cbs=[searched_modals()])
     start = time.perf_counter()
     res = pba_search(make_learner, list(MODALS_OPS), population=population, epochs=epochs, interval=interval, seed=seed,
                      path=path/'search', lr=lr, n_ops_weights=MODALS_N_OPS_WEIGHTS, progress=progress)

@@ -22,13 +22,7 @@ from fastaug.modals import *
 from fastaug.isda import *
 from fastaug.pba import *
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    "Tiny models: one thread is fastest"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 # ---------------------------------------------------------------- small things to pass
 def net(n_in=4, n_out=3): return nn.Sequential(nn.Linear(n_in, 8), nn.ReLU(), nn.Linear(8, n_out))

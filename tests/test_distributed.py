@@ -20,6 +20,7 @@ from fastaug.mixup import MixUp, CutMix
 from fastaug.manifold import ManifoldMixup
 from fastaug.modals import MODALS
 from fastaug.isda import ISDA
+from conftest import same
 
 WORLD,N,D,C,BS,EPOCHS = 2,128,8,4,16,2  # per-rank batches of 16: global batches of 32, 4 steps an epoch
 
@@ -127,11 +128,6 @@ def single(name):
     with learn.no_logging(): learn.fit(EPOCHS)
     return outcome(learn, lf)
 
-def same(a, b)->bool:
-    if isinstance(a, torch.Tensor): return isinstance(b, torch.Tensor) and a.shape == b.shape and bool((a == b).all())
-    if isinstance(a, dict): return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)): return len(a) == len(b) and all(same(x, y) for x,y in zip(a, b))
-    return a == b
 
 def close(a, b, **kw):
     for k in a: torch.testing.assert_close(a[k], b[k], **kw, msg=lambda m: f'{k}: {m}')

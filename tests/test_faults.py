@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest, torch
 from fastaug.pba import CheckpointError, load_checkpoint
+from conftest import same
 
 TESTS = Path(__file__).parent
 SEARCH = dict(population=4, epochs=4, interval=2, lr=1e-2, seed=3, progress=False)
@@ -63,11 +64,6 @@ def files(path:Path)->dict:
 
 def digest(path:Path)->dict: return {k: hashlib.sha1(p.read_bytes()).hexdigest() for k,p in files(path).items()}
 
-def same(a, b)->bool:
-    if isinstance(a, torch.Tensor): return isinstance(b, torch.Tensor) and a.shape == b.shape and bool((a == b).all())
-    if isinstance(a, dict): return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)): return len(a) == len(b) and all(same(x, y) for x,y in zip(a, b))
-    return a == b
 
 def assert_same_search(a:Path, b:Path):
     "Both directories hold the same trials (weights, optimiser state, policy, history, scores, lineage) and records"

@@ -34,17 +34,11 @@ from fastai.metrics import accuracy
 from fastai.tabular.learner import tabular_learner
 from fastai.text.all import text_classifier_learner, AWD_LSTM, awd_lstm_clas_config
 from fastaug.datasets import image_cnn, series_cnn, load_rotten_tomatoes, stratified_subset
-from conftest import small_dls
+from conftest import small_dls, same
 
 MODALITIES = ('image', 'tabular', 'series', 'text')
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    "Tiny models: one thread is fastest, and far faster than two on a busy machine"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 # ---------------------------------------------------------------- tiny data: two training batches an epoch
 _text = {}
@@ -99,12 +93,6 @@ def modals_stats(learn):
 
 def pba_stats(learn): return dict(epochs=learn.pba.epochs_done)
 
-def same(a, b)->bool:
-    "Whether `a` and `b` hold equal values, tensors compared exactly"
-    if isinstance(a, torch.Tensor): return isinstance(b, torch.Tensor) and a.shape == b.shape and bool((a == b).all())
-    if isinstance(a, dict): return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)): return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x,y in zip(a, b))
-    return a == b
 
 def tensors(o):
     if isinstance(o, torch.Tensor): yield o

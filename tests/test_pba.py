@@ -13,6 +13,7 @@ from fastaug.policy import *
 from fastaug.pba import *
 from fastaug.datasets import image_dls, image_cnn, fixed_split
 import fastaug.pba as pba_module
+from conftest import same
 
 # ---------------------------------------------------------------- toy operations, callbacks and data
 @register_op('_tNoise', 'image')
@@ -65,20 +66,8 @@ def make_learner(metrics=accuracy, cbs=None):
 
 SEARCH = dict(population=4, epochs=4, interval=2, lr=1e-2, progress=False)
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    "Tiny models: one thread is fastest, and it keeps runs bitwise reproducible on a busy machine"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
-def same(a, b)->bool:
-    "Whether `a` and `b` hold equal values, tensors compared exactly"
-    if isinstance(a, torch.Tensor): return isinstance(b, torch.Tensor) and a.shape == b.shape and bool((a == b).all())
-    if isinstance(a, dict): return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)): return len(a) == len(b) and all(same(x, y) for x,y in zip(a, b))
-    return a == b
 
 def fit_quiet(learn, n, lr=1e-2, **kwargs):
     with learn.no_logging(): learn.fit(n, lr, **kwargs)
