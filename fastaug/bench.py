@@ -15,12 +15,13 @@ from .modals import *
 from .isda import *
 from .policy import *
 from .pba import *
+from .pba import _rank_value
 
 # %% auto #0
 __all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'EPOCHS', 'searched_modals', 'replay_callbacks', 'applies', 'all_methods',
-           'train_eval', 'search_schedule', 'mean_std', 'paired_gains', 'summarise', 'method_rank', 'search_key',
-           'markdown_table', 'compact_table', 'plot_gains', 'epochs_of', 'regime_data', 'run_key', 'read_runs',
-           'append_run', 'run_benchmark', 'report', 'demo', 'main']
+           'train_eval', 'search_schedule', 'best_fixed_policy', 'mean_std', 'paired_gains', 'summarise', 'method_rank',
+           'search_key', 'markdown_table', 'compact_table', 'plot_gains', 'epochs_of', 'regime_data', 'run_key',
+           'read_runs', 'append_run', 'run_benchmark', 'report', 'demo', 'main']
 
 # %% ../nbs/09_bench.ipynb #1f0b20fe
 METHODS = {
@@ -50,6 +51,12 @@ def applies(method:str, modality:str)->bool:
 def all_methods()->list: return list(METHODS) + list(SEARCHED)
 
 # %% ../nbs/09_bench.ipynb #0f205900
+class _SkipEpochValidation(Callback):
+    "Skip the validation after each epoch, keeping the random draw that iterating the validation loader makes"
+    def before_validate(self):
+        it = iter(self.dls.valid); next(it, None); it.close()
+        raise CancelValidException
+
 def train_eval(
     modality:str, # 'image', 'tabular', 'series' or 'text'
     method:str, # A key of `METHODS`, or any name when `cbs` is given
@@ -58,6 +65,7 @@ def train_eval(
     lr:float=1e-2, # Peak learning rate
     dls:DataLoaders|None=None, # The data (default: `get_dls(modality)`)
     cbs:list|None=None, # The method's callbacks (default: `METHODS[method]()`)
+    validate_each_epoch:bool=False, # Validate after every epoch too (same result, more time)
 )->dict:
     "Train the small model of `modality` with `method`'s callbacks and return its validation accuracy and time"
     if cbs is None:
@@ -68,12 +76,13 @@ def train_eval(
     for dl in dls.loaders: dl.rng = random.Random(seed)  # fastai's loaders shuffle with their own generator
     learn = get_learner(modality, dls=dls, cbs=cbs)
     start = time.perf_counter()
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(epochs, lr, cbs=None if validate_each_epoch else _SkipEpochValidation())
     seconds = time.perf_counter() - start
     with learn.no_bar(): acc = float(learn.validate()[1])
     return dict(modality=modality, method=method, seed=seed, epochs=epochs, accuracy=acc, seconds=seconds)
 
-# %% ../nbs/09_bench.ipynb #258c0fdd
+# %% ../nbs/09_bench.ipynb #c975ccb2
 def search_schedule(
     modality:str, # 'image', 'tabular', 'series' or 'text'
     path:str|Path, # Directory of the search: its trials, `schedule.json` and `search.json`
@@ -88,7 +97,13 @@ def search_schedule(
     "A PBA schedule of MODALS' latent operations, searched on a hold-out of the training split, and its record"
     path = Path(path)
     sched_file,rec_file = path/'schedule.json',path/'search.json'
-    if sched_file.exists() and rec_file.exists(): return PolicySchedule.load(sched_file),json.loads(rec_file.read_text())
+    if sched_file.exists() and rec_file.exists():
+        rec = json.loads(rec_file.read_text())
+        want = dict(modality=modality, epochs=epochs, population=population, interval=interval, seed=seed, lr=lr)
+        diff = [f"{k}: {rec.get(k)!r} there, {v!r} now" for k,v in want.items() if rec.get(k) != v]
+        if diff: raise ValueError(f"{path} holds a search with other settings ({'; '.join(diff)}): remove it to search "
+                                  "again, or give another `path`")
+        return PolicySchedule.load(sched_file),rec
     hold = get_dls(modality, holdout=0.2, **data)
     def make_learner(): return get_learner(modality, dls=hold, cbs=[searched_modals()])
     start = time.perf_counter()
@@ -96,10 +111,18 @@ def search_schedule(
                      path=path/'search', lr=lr, n_ops_weights=MODALS_N_OPS_WEIGHTS, progress=progress)
     rec = dict(modality=modality, seconds=time.perf_counter()-start, population=population, epochs=epochs,
                interval=interval, seed=seed, n_train=len(hold.train_ds), n_holdout=len(hold.valid_ds), lr=lr,
-               best_trial=res.best, best_score=res.best_score, metric=res.metric)
+               best_trial=res.best, best_score=res.best_score, metric=res.metric,
+               best_fixed_policy=None if (p := best_fixed_policy(res)) is None else p.to_list())
     res.schedule.save(sched_file)
     rec_file.write_text(json.dumps(rec, indent=1))
     return res.schedule,rec
+
+def best_fixed_policy(res:PBAResult)->Policy|None:
+    "The last policy of the best-scoring trial whose last policy applies an operation (None if no trial's does)"
+    last = {t: res.schedules[t].policies[-1] for t in res.trials}
+    active = [t for t in res.trials if any(o.prob > 0 for o in last[t].settings)]
+    if not active: return None
+    return last[max(active, key=lambda t: _rank_value(res.scores[t][-1], res.higher_is_better))]
 
 # %% ../nbs/09_bench.ipynb #446f6985
 def mean_std(v, sign:bool=False)->str:
@@ -181,12 +204,14 @@ def plot_gains(runs:list, baseline:str='none', figsize=None):
 
 # %% ../nbs/09_bench.ipynb #7b64518a
 REGIMES = {'full': 1.0, 'reduced': 0.1}
-EPOCHS = dict(image=8, tabular=8, series=8, text=4)  # the text model's epoch costs as much as eight image epochs here
+EPOCHS = dict(full=dict(image=8, tabular=8, series=8, text=4),  # a text epoch costs as much as eight image epochs here
+              reduced=dict(image=32, tabular=32, series=32, text=16))  # a tenth of the data, 4x the epochs
 
-def epochs_of(epochs:int|dict|None, modality:str)->int:
-    "Epochs for `modality`: `epochs` itself, its entry for `modality`, or `EPOCHS`'"
+def epochs_of(epochs:int|dict|None, modality:str, regime:str='full')->int:
+    "Epochs of a run on `modality` in `regime`: `epochs` itself, or its entry (by regime, then modality), or `EPOCHS`'"
     e = EPOCHS if epochs is None else epochs
-    return e.get(modality, EPOCHS[modality]) if isinstance(e, dict) else e
+    if isinstance(e, dict) and regime in e: e = e[regime]
+    return e.get(modality, EPOCHS[regime][modality]) if isinstance(e, dict) else e
 
 def regime_data(modality:str, regime:str, n_full:int)->dict:
     "Keyword arguments of `get_dls` for `regime` of a training set of `n_full` samples"
@@ -228,7 +253,7 @@ def run_benchmark(
     methods:list|None=None, # Methods (default: all of `METHODS` and `SEARCHED`)
     regimes:list=('full', 'reduced'), # Training-set regimes, keys of `REGIMES`
     seeds:int=5, # Seeds 0..seeds-1; the same seed gives every method the same weights and data order
-    epochs:int|dict|None=None, # Epochs of one-cycle training of every run and search trial (per modality: `EPOCHS`)
+    epochs:int|dict|None=None, # Epochs of one-cycle training of every run and search trial (default: `EPOCHS`)
     lr:float=1e-2, # Peak learning rate
     population:int=8, # PBA search: trials
     interval:int=2, # PBA search: epochs between exploit-and-explore steps
@@ -245,7 +270,7 @@ def run_benchmark(
     if 'none' not in methods: methods = ['none'] + methods  # the baseline every gain is paired with
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     log = out/'runs.jsonl'
-    plan = [dict(modality=k, regime=r, method=m, seed=s, epochs=epochs_of(epochs, k), lr=lr)
+    plan = [dict(modality=k, regime=r, method=m, seed=s, epochs=epochs_of(epochs, k, r), lr=lr)
             for r in regimes for k in modalities for s in range(seeds) for m in methods if applies(m, k)]
     done = {run_key(r) for r in read_runs(log)}
     todo = [p for p in plan if run_key(p) not in done]
@@ -277,10 +302,15 @@ def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
         runs = [r for r in runs if run_key(r) in keys]
     searches = {d.name: json.loads((d/'search.json').read_text()) for d in sorted((out/'searches').glob('*'))
                 if (d/'search.json').exists()}
+    budgets = {}
+    for r in runs: budgets.setdefault(search_key(r['modality'], r['regime']), set()).add((r['epochs'], r['lr']))
+    for k,b in budgets.items():
+        if len(b) > 1: raise ValueError(f"{out/'runs.jsonl'} holds runs of {k} with several budgets (epochs, lr): "
+                                        f"{sorted(b)}; report one budget at a time (move the others' runs out of the file)")
     tbl = summarise(runs, searches=searches)
     setting = dict(date=time.strftime('%Y-%m-%d'), seeds=sorted({r['seed'] for r in runs}),
-                   epochs=sorted({r['epochs'] for r in runs}), n_train={f"{r['modality']}-{r['regime']}": r['n_train'] for r in runs},
-                   searches=searches)
+                   epochs={k: b.pop()[0] for k,b in budgets.items()},
+                   n_train={search_key(r['modality'], r['regime']): r['n_train'] for r in runs}, searches=searches)
     parts = [f"### {r} training set: accuracy % (paired gain over none)\n\n{markdown_table(compact_table(tbl, r))}"
              for r in dict.fromkeys(tbl.regime)]
     (out/'results.md').write_text('\n\n'.join(parts + ['### All rows\n\n' + markdown_table(tbl)]) + '\n')
@@ -309,9 +339,16 @@ def demo(
     sched,rec = search_schedule(modality, out/'search', epochs=epochs, population=population, interval=interval, **kw)
     print(f"search: {rec['seconds']:.0f} s, best trial {rec['best_trial']} ({rec['metric']} {rec['best_score']:.4f} on the hold-out)")
     fig = sched.plot(title=f'PBA schedule of MODALS operations ({modality})'); fig.savefig(out/'schedule.png', dpi=110); plt.close(fig)
-    final = Policy(sched.policies[-1].settings, n_ops_weights=MODALS_N_OPS_WEIGHTS)
-    methods = {'none': lambda: [], 'modals (default policy)': lambda: [MODALS()],
-               'modals (best fixed policy)': lambda: [MODALS(final)], 'modals-pba (searched schedule)': lambda: replay_callbacks(sched)}
+    if 'best_fixed_policy' not in rec:
+        raise ValueError(f"{out/'search'/'search.json'} was written by an older fastaug and lacks the best fixed policy: "
+                         "remove the directory to search again")
+    methods = {'none': lambda: [], 'modals (default policy)': lambda: [MODALS()]}
+    if rec['best_fixed_policy'] is None: print("the search tried no policy that applies an operation: no best fixed policy")
+    else:
+        fixed = Policy(rec['best_fixed_policy'], n_ops_weights=MODALS_N_OPS_WEIGHTS)
+        print(f"best fixed policy: {fixed}")
+        methods['modals (best fixed policy)'] = lambda: [MODALS(fixed)]
+    methods['modals-pba (searched schedule)'] = lambda: replay_callbacks(sched)
     runs = []
     for s in range(seeds):
         for m,cbs in methods.items():
