@@ -34,7 +34,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -e ".[dev]"
 	touch $@
 
-## the main job: a short PBA search of MODALS' latent operations on MNIST-1D, its replay, and a table (a few minutes)
+## the main job: a short PBA search of MODALS' latent operations on 400 MNIST-1D series, its replay, and a table (a few minutes)
 demo: $(VENV)/.installed
 	$(PY) -m fastaug.bench demo --out demo_results
 

@@ -4,10 +4,11 @@
 
 # %% ../nbs/09_bench.ipynb #bcda1e47
 from __future__ import annotations
-import argparse, json, os, random, time, warnings
+import argparse, hashlib, json, os, platform, random, time, warnings
 from fastai.basics import *
 from fastai.callback.all import *
 from fastprogress.fastprogress import progress_bar
+from .core import check_choice
 from .datasets import *
 from .mixup import *
 from .manifold import *
@@ -19,9 +20,10 @@ from .pba import _rank_value
 
 # %% auto #0
 __all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'EPOCHS', 'searched_modals', 'replay_callbacks', 'applies', 'all_methods',
-           'train_eval', 'search_schedule', 'best_fixed_policy', 'mean_std', 'paired_gains', 'summarise', 'method_rank',
-           'search_key', 'markdown_table', 'compact_table', 'plot_gains', 'epochs_of', 'regime_data', 'run_key',
-           'read_runs', 'append_run', 'run_benchmark', 'report', 'demo', 'main']
+           'train_eval', 'search_schedule', 'best_fixed_policy', 'mean_std', 'paired_gains', 'summarise',
+           'modality_order', 'method_rank', 'search_key', 'markdown_table', 'compact_table', 'plot_gains', 'epochs_of',
+           'regime_data', 'machine', 'mixed_machines', 'run_key', 'read_runs', 'append_run', 'run_benchmark', 'report',
+           'demo', 'main']
 
 # %% ../nbs/09_bench.ipynb #1f0b20fe
 METHODS = {
@@ -35,6 +37,7 @@ METHODS = {
 }
 SEARCHED = {'modals-pba': 'MODALS replaying a PBA schedule of its four latent operations'}
 ONLY = {'cutmix': ('image', 'series')}  # methods documented for some modalities only
+REGIMES = {'full': 1.0, 'reduced': 0.1}  # share of the training set each regime trains on
 
 def searched_modals()->MODALS:
     "MODALS at the zero policy over its four operations: what a PBA search, or the replay of its schedule, drives"
@@ -91,15 +94,17 @@ def search_schedule(
     population:int=8, # Trials in the population
     interval:int=2, # Epochs between two exploit-and-explore steps
     seed:int=0, # Seed of the search
+    metric:str='accuracy', # Hold-out metric that ranks the trials: 'accuracy' or 'valid_loss'
     progress:bool=True, # Show the search's progress bar
     **data # Passed to `get_dls` with `holdout=0.2` (e.g. `n_train`)
 )->tuple:
     "A PBA schedule of MODALS' latent operations, searched on a hold-out of the training split, and its record"
+    check_choice('metric', metric, ('accuracy', 'valid_loss'))
     path = Path(path)
     sched_file,rec_file = path/'schedule.json',path/'search.json'
     if sched_file.exists() and rec_file.exists():
         rec = json.loads(rec_file.read_text())
-        want = dict(modality=modality, epochs=epochs, population=population, interval=interval, seed=seed, lr=lr)
+        want = dict(modality=modality, epochs=epochs, population=population, interval=interval, seed=seed, lr=lr, metric=metric)
         diff = [f"{k}: {rec.get(k)!r} there, {v!r} now" for k,v in want.items() if rec.get(k) != v]
         if diff: raise ValueError(f"{path} holds a search with other settings ({'; '.join(diff)}): remove it to search "
                                   "again, or give another `path`")
@@ -108,7 +113,7 @@ def search_schedule(
     def make_learner(): return get_learner(modality, dls=hold, cbs=[searched_modals()])
     start = time.perf_counter()
     res = pba_search(make_learner, list(MODALS_OPS), population=population, epochs=epochs, interval=interval, seed=seed,
-                     path=path/'search', lr=lr, n_ops_weights=MODALS_N_OPS_WEIGHTS, progress=progress)
+                     path=path/'search', lr=lr, n_ops_weights=MODALS_N_OPS_WEIGHTS, progress=progress, metric=metric)
     rec = dict(modality=modality, seconds=time.perf_counter()-start, population=population, epochs=epochs,
                interval=interval, seed=seed, n_train=len(hold.train_ds), n_holdout=len(hold.valid_ds), lr=lr,
                best_trial=res.best, best_score=res.best_score, metric=res.metric,
@@ -155,8 +160,13 @@ def summarise(runs:list, baseline:str='none', searches:dict|None=None)->pd.DataF
             s = searches.get(search_key(where['modality'], where.get('regime', 'full')))
             row['search ×'] = f"{s['seconds']/b.seconds.median():.1f}" if s and where['method'] in SEARCHED and len(b) else ''
         rows.append(row)
-    first = {k: i for i,k in enumerate(dict.fromkeys(df.modality))}  # modalities in the order they were run
+    first = {k: i for i,k in enumerate(modality_order(df.modality))}
     return pd.DataFrame(sorted(rows, key=lambda r: (first[r['modality']], r.get('regime', ''), method_rank(r['method']))))
+
+def modality_order(names)->list:
+    "The distinct modalities in `names`, those of `MODALITIES` first in its order, then any other in order of appearance"
+    names = list(dict.fromkeys(names))
+    return [m for m in MODALITIES if m in names] + [m for m in names if m not in MODALITIES]
 
 def method_rank(m:str)->int:
     "Position of method `m` in the tables: `METHODS`, then `SEARCHED`, then any other name"
@@ -185,7 +195,8 @@ def plot_gains(runs:list, baseline:str='none', figsize=None):
     df = paired_gains(runs, baseline)
     if 'regime' not in df: df['regime'] = 'full'
     df = df[df.method != baseline]
-    regimes,mods = list(dict.fromkeys(df.regime)),list(dict.fromkeys(df.modality))
+    regimes = sorted(dict.fromkeys(df.regime), key=lambda r: list(REGIMES).index(r) if r in REGIMES else len(REGIMES))
+    mods = modality_order(df.modality)
     methods = list(dict.fromkeys(df.method))
     fig,axs = plt.subplots(1, len(regimes), figsize=figsize or (5.5*len(regimes), 4), sharey=True, squeeze=False)
     w = 0.8/max(len(methods), 1)
@@ -203,7 +214,6 @@ def plot_gains(runs:list, baseline:str='none', figsize=None):
     return fig
 
 # %% ../nbs/09_bench.ipynb #7b64518a
-REGIMES = {'full': 1.0, 'reduced': 0.1}
 EPOCHS = dict(full=dict(image=8, tabular=8, series=8, text=4),  # a text epoch costs as much as eight image epochs here
               reduced=dict(image=32, tabular=32, series=32, text=16))  # a tenth of the data, 4x the epochs
 
@@ -217,6 +227,20 @@ def regime_data(modality:str, regime:str, n_full:int)->dict:
     "Keyword arguments of `get_dls` for `regime` of a training set of `n_full` samples"
     if regime not in REGIMES: raise ValueError(f"`regime` must be one of {list(REGIMES)}, got {regime!r}")
     return {} if REGIMES[regime] == 1 else dict(n_train=int(round(n_full*REGIMES[regime])))
+
+def machine()->str:
+    "What a run's floating-point results depend on besides its seed and threads: the CPU and torch's version"
+    info = Path('/proc/cpuinfo').read_text() if Path('/proc/cpuinfo').exists() else platform.processor()
+    cpu = next((l.split(':', 1)[1].strip() for l in info.splitlines() if l.startswith('model name')), platform.machine())
+    flags = next((l for l in info.splitlines() if l.startswith('flags')), '')
+    return f"{cpu}; torch {torch.__version__}; {hashlib.sha1(flags.encode()).hexdigest()[:8]}"
+
+def mixed_machines(runs:list)->list:
+    "The (modality, regime, seed) groups of `runs` whose runs were made on different machines"
+    seen = {}
+    for r in runs:
+        if 'machine' in r: seen.setdefault((r['modality'], r['regime'], r['seed']), set()).add(r['machine'])
+    return [k for k,v in seen.items() if len(v) > 1]
 
 def run_key(r:dict)->tuple:
     "What identifies a run in `runs.jsonl`"
@@ -257,6 +281,7 @@ def run_benchmark(
     lr:float=1e-2, # Peak learning rate
     population:int=8, # PBA search: trials
     interval:int=2, # PBA search: epochs between exploit-and-explore steps
+    search_metric:str='accuracy', # PBA search: hold-out metric that ranks the trials ('accuracy' or 'valid_loss')
     small:bool=False, # The tests' small data: a quick check that everything runs
     progress:bool=True # Show a progress bar over the runs
 )->pd.DataFrame:
@@ -286,11 +311,12 @@ def run_benchmark(
         cbs = None
         if p['method'] in SEARCHED:
             sched,searches[search_key(k, r)] = search_schedule(k, out/'searches'/search_key(k, r), epochs=p['epochs'], lr=lr,
-                population=population, interval=interval, progress=False, **kw)
+                population=population, interval=interval, metric=search_metric, progress=False, **kw)
             cbs = replay_callbacks(sched)
         if hasattr(bar, 'comment'): bar.comment = f"{k} {r} {p['method']} seed {p['seed']}"
         res = train_eval(k, p['method'], seed=p['seed'], epochs=p['epochs'], lr=lr, dls=dls, cbs=cbs)
-        append_run(log, {**res, **p, 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'threads': torch.get_num_threads()})
+        append_run(log, {**res, **p, 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'threads': torch.get_num_threads(),
+                        'machine': machine()})
     return report(out, plan)
 
 def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
@@ -307,6 +333,9 @@ def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
     for k,b in budgets.items():
         if len(b) > 1: raise ValueError(f"{out/'runs.jsonl'} holds runs of {k} with several budgets (epochs, lr): "
                                         f"{sorted(b)}; report one budget at a time (move the others' runs out of the file)")
+    if mixed := mixed_machines(runs): warnings.warn(
+        f"{out/'runs.jsonl'}: the runs of {', '.join(f'{k} {r} seed {s}' for k,r,s in mixed)} were made on different "
+        "machines, so their paired differences include the machines' floating-point differences: rerun them on one machine")
     tbl = summarise(runs, searches=searches)
     setting = dict(date=time.strftime('%Y-%m-%d'), seeds=sorted({r['seed'] for r in runs}),
                    epochs={k: b.pop()[0] for k,b in budgets.items()},
@@ -321,11 +350,12 @@ def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
 # %% ../nbs/09_bench.ipynb #34a3ee24
 def demo(
     modality:str='series', # The dataset, by modality
-    seeds:int=3, # Seeds of the final runs
-    epochs:int=8, # Epochs of the final runs and of the search's trials
-    n_train:int|None=None, # A fixed stratified subset of the training set (None: all of it)
+    seeds:int=5, # Seeds of the final runs
+    epochs:int=32, # Epochs of the final runs and of the search's trials
+    n_train:int|None=400, # A fixed stratified subset of the training set (None: all of it)
     population:int=8, # Trials of the PBA search
     interval:int=2, # Epochs between exploit-and-explore steps
+    search_metric:str='valid_loss', # Hold-out metric that ranks the trials: 'valid_loss' or 'accuracy'
     out:str|Path='demo_results', # Where the search, the table and the schedule plot go
     small:bool=False, # The tests' small data
 ):
@@ -336,7 +366,8 @@ def demo(
     print(f"{modality}: {len(dls.train_ds):,} training and {len(dls.valid_ds):,} validation samples; {epochs} epochs; "
           f"PBA search: {population} trials on a 20 % hold-out of the training set", flush=True)
     start = time.perf_counter()
-    sched,rec = search_schedule(modality, out/'search', epochs=epochs, population=population, interval=interval, **kw)
+    sched,rec = search_schedule(modality, out/'search', epochs=epochs, population=population, interval=interval,
+                                metric=search_metric, **kw)
     print(f"search: {rec['seconds']:.0f} s, best trial {rec['best_trial']} ({rec['metric']} {rec['best_score']:.4f} on the hold-out)")
     fig = sched.plot(title=f'PBA schedule of MODALS operations ({modality})'); fig.savefig(out/'schedule.png', dpi=110); plt.close(fig)
     if 'best_fixed_policy' not in rec:
@@ -372,22 +403,25 @@ def main(argv=None):
     p.add_argument('--modalities', nargs='+', default=None, choices=list(MODALITIES))
     p.add_argument('--methods', nargs='+', default=None, choices=all_methods())
     p.add_argument('--regimes', nargs='+', default=list(REGIMES), choices=list(REGIMES))
-    p.add_argument('--seeds', type=int, default=None, help='seeds (default: 5 for the benchmark, 3 for the demo)')
-    p.add_argument('--epochs', type=int, default=None, help=f'epochs of every run (default: {EPOCHS}; the demo: 8)')
+    p.add_argument('--seeds', type=int, default=None, help='seeds (default: 5)')
+    p.add_argument('--epochs', type=int, default=None, help=f'epochs of every run (default: {EPOCHS}; the demo: 32)')
     p.add_argument('--lr', type=float, default=1e-2)
     p.add_argument('--population', type=int, default=8)
     p.add_argument('--interval', type=int, default=2)
-    p.add_argument('--n-train', type=int, default=None, help='demo: a fixed stratified subset of the training set')
+    p.add_argument('--search-metric', default=None, choices=['accuracy', 'valid_loss'],
+                   help='hold-out metric that ranks the PBA trials (default: accuracy; the demo: valid_loss)')
+    p.add_argument('--n-train', type=int, default=400, help='demo: a fixed stratified subset of the training set (0: all of it)')
     p.add_argument('--small', action='store_true', help="the tests' small data: a quick check that everything runs")
     a = p.parse_args(argv)
     if a.command == 'demo':
-        return demo(a.modalities[0] if a.modalities else 'series', seeds=a.seeds or 3, epochs=a.epochs or 8, n_train=a.n_train,
-                    population=a.population, interval=a.interval, out=a.out or 'demo_results', small=a.small)
+        return demo(a.modalities[0] if a.modalities else 'series', seeds=a.seeds or 5, epochs=a.epochs or 32, n_train=a.n_train or None,
+                    population=a.population, interval=a.interval, search_metric=a.search_metric or 'valid_loss', out=a.out or 'demo_results',
+                    small=a.small)
     if a.command == 'report': tbl = report(a.out or 'bench_results')
     else:
         tbl = run_benchmark(a.out or 'bench_results', modalities=a.modalities or MODALITIES, methods=a.methods,
                             regimes=a.regimes, seeds=a.seeds or 5, epochs=a.epochs, lr=a.lr, population=a.population,
-                            interval=a.interval, small=a.small)
+                            interval=a.interval, search_metric=a.search_metric or 'accuracy', small=a.small)
     print(markdown_table(tbl))
 
 # %% ../nbs/09_bench.ipynb #4795cbcb
