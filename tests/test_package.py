@@ -54,3 +54,28 @@ def test_no_distributed_import_at_top_level():
     out = subprocess.run([sys.executable, '-c', 'import sys, fastaug.all; print("fastai.distributed" in sys.modules)'],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == 'False'
+
+def _tables(md:str)->list:
+    "The Markdown tables of `md`, each as its block of lines"
+    blocks,cur = [],[]
+    for line in md.splitlines() + ['']:
+        if line.startswith('|'): cur.append(line)
+        elif cur: blocks.append('\n'.join(cur)); cur = []
+    return blocks
+
+def test_readme_shows_the_recorded_benchmark():
+    "The README's results tables are the ones `fastaug.bench report` wrote from `benchmarks/results/runs.jsonl`"
+    results = (root/'benchmarks'/'results'/'results.md').read_text()
+    compact = _tables(results.split('### All rows')[0])
+    assert len(compact) == 2, 'results.md should hold one compact table per regime'
+    readme = (root/'README.md').read_text()
+    for t in compact: assert t in readme, f"README.md does not show this table of benchmarks/results/results.md:\n{t}"
+    assert 'benchmarks/results/gains.png' in readme
+
+def test_recorded_benchmark_tables_come_from_its_runs():
+    "results.md's tables are what the recorded runs summarise to: no number in them was edited by hand"
+    from fastaug.bench import read_runs, summarise, compact_table, markdown_table
+    out = root/'benchmarks'/'results'
+    tbl = summarise(read_runs(out/'runs.jsonl'))
+    results = (out/'results.md').read_text()
+    for r in ('full', 'reduced'): assert markdown_table(compact_table(tbl, r)) in results, r
