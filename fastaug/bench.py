@@ -16,13 +16,12 @@ from .modals import *
 from .isda import *
 from .policy import *
 from .pba import *
-from .pba import _rank_value
 
 # %% auto #0
 __all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'EPOCHS', 'searched_modals', 'replay_callbacks', 'applies', 'all_methods',
-           'train_eval', 'search_schedule', 'best_fixed_policy', 'mean_std', 'paired_gains', 'summarise',
-           'modality_order', 'method_rank', 'search_key', 'markdown_table', 'compact_table', 'plot_gains', 'epochs_of',
-           'regime_data', 'machine', 'mixed_machines', 'run_key', 'read_runs', 'append_run', 'run_benchmark', 'report',
+           'train_eval', 'search_schedule', 'best_fixed_policy', 'mean_std', 'paired_gains', 'summarise', 'known_first',
+           'method_rank', 'search_key', 'markdown_table', 'compact_table', 'plot_gains', 'epochs_of', 'regime_data',
+           'machine', 'values_by', 'mixed_machines', 'run_key', 'read_runs', 'append_run', 'run_benchmark', 'report',
            'demo', 'main']
 
 # %% ../nbs/09_bench.ipynb #1f0b20fe
@@ -105,9 +104,7 @@ def search_schedule(
     if sched_file.exists() and rec_file.exists():
         rec = json.loads(rec_file.read_text())
         want = dict(modality=modality, epochs=epochs, population=population, interval=interval, seed=seed, lr=lr, metric=metric)
-        diff = [f"{k}: {rec.get(k)!r} there, {v!r} now" for k,v in want.items() if rec.get(k) != v]
-        if diff: raise ValueError(f"{path} holds a search with other settings ({'; '.join(diff)}): remove it to search "
-                                  "again, or give another `path`")
+        check_same_settings(path, rec, want, "remove it to search again, or give another `path`")
         return PolicySchedule.load(sched_file),rec
     hold = get_dls(modality, holdout=0.2, **data)
     def make_learner(): return get_learner(modality, dls=hold, cbs=[searched_modals()])
@@ -127,7 +124,7 @@ def best_fixed_policy(res:PBAResult)->Policy|None:
     last = {t: res.schedules[t].policies[-1] for t in res.trials}
     active = [t for t in res.trials if any(o.prob > 0 for o in last[t].settings)]
     if not active: return None
-    return last[max(active, key=lambda t: _rank_value(res.scores[t][-1], res.higher_is_better))]
+    return last[res.best_of(active)]
 
 # %% ../nbs/09_bench.ipynb #446f6985
 def mean_std(v, sign:bool=False)->str:
@@ -160,13 +157,14 @@ def summarise(runs:list, baseline:str='none', searches:dict|None=None)->pd.DataF
             s = searches.get(search_key(where['modality'], where.get('regime', 'full')))
             row['search ×'] = f"{s['seconds']/b.seconds.median():.1f}" if s and where['method'] in SEARCHED and len(b) else ''
         rows.append(row)
-    first = {k: i for i,k in enumerate(modality_order(df.modality))}
-    return pd.DataFrame(sorted(rows, key=lambda r: (first[r['modality']], r.get('regime', ''), method_rank(r['method']))))
+    mods = {k: i for i,k in enumerate(known_first(df.modality, MODALITIES))}
+    regs = {k: i for i,k in enumerate(known_first(df.get('regime', []), REGIMES))}
+    return pd.DataFrame(sorted(rows, key=lambda r: (mods[r['modality']], regs.get(r.get('regime')), method_rank(r['method']))))
 
-def modality_order(names)->list:
-    "The distinct modalities in `names`, those of `MODALITIES` first in its order, then any other in order of appearance"
+def known_first(names, known)->list:
+    "The distinct `names`, those in `known` first in its order, then any other in order of appearance"
     names = list(dict.fromkeys(names))
-    return [m for m in MODALITIES if m in names] + [m for m in names if m not in MODALITIES]
+    return [k for k in known if k in names] + [n for n in names if n not in known]
 
 def method_rank(m:str)->int:
     "Position of method `m` in the tables: `METHODS`, then `SEARCHED`, then any other name"
@@ -195,8 +193,7 @@ def plot_gains(runs:list, baseline:str='none', figsize=None):
     df = paired_gains(runs, baseline)
     if 'regime' not in df: df['regime'] = 'full'
     df = df[df.method != baseline]
-    regimes = sorted(dict.fromkeys(df.regime), key=lambda r: list(REGIMES).index(r) if r in REGIMES else len(REGIMES))
-    mods = modality_order(df.modality)
+    regimes,mods = known_first(df.regime, REGIMES),known_first(df.modality, MODALITIES)
     methods = list(dict.fromkeys(df.method))
     fig,axs = plt.subplots(1, len(regimes), figsize=figsize or (5.5*len(regimes), 4), sharey=True, squeeze=False)
     w = 0.8/max(len(methods), 1)
@@ -235,11 +232,15 @@ def machine()->str:
     flags = next((l for l in info.splitlines() if l.startswith('flags')), '')
     return f"{cpu}; torch {torch.__version__}; {hashlib.sha1(flags.encode()).hexdigest()[:8]}"
 
+def values_by(runs:list, key:Callable, value:Callable)->dict:
+    "The distinct `value(r)` of the runs `r` of each `key(r)`"
+    res = {}
+    for r in runs: res.setdefault(key(r), set()).add(value(r))
+    return res
+
 def mixed_machines(runs:list)->list:
     "The (modality, regime, seed) groups of `runs` whose runs were made on different machines"
-    seen = {}
-    for r in runs:
-        if 'machine' in r: seen.setdefault((r['modality'], r['regime'], r['seed']), set()).add(r['machine'])
+    seen = values_by([r for r in runs if 'machine' in r], lambda r: (r['modality'], r['regime'], r['seed']), lambda r: r['machine'])
     return [k for k,v in seen.items() if len(v) > 1]
 
 def run_key(r:dict)->tuple:
@@ -299,7 +300,7 @@ def run_benchmark(
             for r in regimes for k in modalities for s in range(seeds) for m in methods if applies(m, k)]
     done = {run_key(r) for r in read_runs(log)}
     todo = [p for p in plan if run_key(p) not in done]
-    loaded,searches = {},{}
+    loaded,searches,here = {},{},machine()
     bar = progress_bar(todo) if progress and todo else todo
     for p in bar:
         k,r = p['modality'],p['regime']
@@ -316,7 +317,7 @@ def run_benchmark(
         if hasattr(bar, 'comment'): bar.comment = f"{k} {r} {p['method']} seed {p['seed']}"
         res = train_eval(k, p['method'], seed=p['seed'], epochs=p['epochs'], lr=lr, dls=dls, cbs=cbs)
         append_run(log, {**res, **p, 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'threads': torch.get_num_threads(),
-                        'machine': machine()})
+                        'machine': here})
     return report(out, plan)
 
 def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
@@ -328,8 +329,7 @@ def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
         runs = [r for r in runs if run_key(r) in keys]
     searches = {d.name: json.loads((d/'search.json').read_text()) for d in sorted((out/'searches').glob('*'))
                 if (d/'search.json').exists()}
-    budgets = {}
-    for r in runs: budgets.setdefault(search_key(r['modality'], r['regime']), set()).add((r['epochs'], r['lr']))
+    budgets = values_by(runs, lambda r: search_key(r['modality'], r['regime']), lambda r: (r['epochs'], r['lr']))
     for k,b in budgets.items():
         if len(b) > 1: raise ValueError(f"{out/'runs.jsonl'} holds runs of {k} with several budgets (epochs, lr): "
                                         f"{sorted(b)}; report one budget at a time (move the others' runs out of the file)")
@@ -338,7 +338,7 @@ def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
         "machines, so their paired differences include the machines' floating-point differences: rerun them on one machine")
     tbl = summarise(runs, searches=searches)
     setting = dict(date=time.strftime('%Y-%m-%d'), seeds=sorted({r['seed'] for r in runs}),
-                   epochs={k: b.pop()[0] for k,b in budgets.items()},
+                   epochs={k: next(iter(b))[0] for k,b in budgets.items()},
                    n_train={search_key(r['modality'], r['regime']): r['n_train'] for r in runs}, searches=searches)
     parts = [f"### {r} training set: accuracy % (paired gain over none)\n\n{markdown_table(compact_table(tbl, r))}"
              for r in dict.fromkeys(tbl.regime)]

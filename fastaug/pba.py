@@ -15,9 +15,9 @@ from collections import OrderedDict, defaultdict
 from copy import deepcopy
 
 # %% auto #0
-__all__ = ['TRIAL_FORMAT', 'FIT_METHODS', 'policy_callbacks', 'PBA', 'explore', 'exploit_pairs', 'new_trial', 'exploit',
-           'trial_schedule', 'learner_state', 'load_learner_state', 'CheckpointError', 'state_digest',
-           'save_checkpoint', 'load_checkpoint', 'score_metric', 'check_validation', 'trial_seed',
+__all__ = ['TRIAL_FORMAT', 'FIT_METHODS', 'policy_callbacks', 'PBA', 'explore', 'check_same_settings', 'exploit_pairs',
+           'new_trial', 'exploit', 'trial_schedule', 'learner_state', 'load_learner_state', 'CheckpointError',
+           'state_digest', 'save_checkpoint', 'load_checkpoint', 'score_metric', 'check_validation', 'trial_seed',
            'check_search_learner', 'train_trial', 'PBAResult', 'pba_search']
 
 # %% ../nbs/08_pba.ipynb #1804e5e0
@@ -114,6 +114,11 @@ def explore(
     return Policy([(s.op, int(p), int(m)) for s,(p,m) in zip(policy.settings, new)], n_ops_weights=policy.n_ops_weights)
 
 # %% ../nbs/08_pba.ipynb #e07ecb24
+def check_same_settings(path, stored:dict, settings:dict, remedy:str):
+    "Raise naming every setting in which the search stored under `path` differs from `settings`"
+    diff = [f"{k}: {stored.get(k)!r} there, {v!r} now" for k,v in settings.items() if stored.get(k) != v]
+    if diff: raise ValueError(f"{path} holds a search with other settings ({'; '.join(diff)}): {remedy}")
+
 def _rank_value(score, higher_is_better:bool=True)->float:
     "`score` as a number where larger is better; NaN and None rank below everything"
     if score is None or math.isnan(score): return -math.inf
@@ -368,7 +373,11 @@ class PBAResult:
         self.schedules = {t: trial_schedule(s) for t,s in trials.items()}
         self.scores = {t: list(s['scores']) for t,s in trials.items()}
         self.lineage = {t: [list(x) for x in s['lineage']] for t,s in trials.items()}
-        self.best = max(self.trials, key=lambda t: _rank_value(self.scores[t][-1], higher_is_better))
+        self.best = self.best_of(self.trials)
+
+    def best_of(self, trials)->int:
+        "The trial of `trials` with the best final score"
+        return max(trials, key=lambda t: _rank_value(self.scores[t][-1], self.higher_is_better))
 
     @property
     def schedule(self)->PolicySchedule:
@@ -425,10 +434,8 @@ class _LocalSearch:
         for d in ('trials', 'generations'): (self.path/d).mkdir(parents=True, exist_ok=True)
         f = self.path/'search.json'
         if not f.exists(): return _write_json(self.cfg, f)
-        old = _read_json(f, 'search settings')
-        diff = [f"{k}: {old.get(k)!r} there, {v!r} now" for k,v in self.cfg.items() if old.get(k) != v]
-        if diff: raise ValueError(f"{self.path} holds a search with other settings ({'; '.join(diff)}): resume it with "
-                                  "the same arguments, or give a new `path`")
+        check_same_settings(self.path, _read_json(f, 'search settings'), self.cfg,
+                            "resume it with the same arguments, or give a new `path`")
 
     def run(self)->PBAResult:
         self.start()
