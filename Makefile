@@ -17,7 +17,7 @@ export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test check-nbs check-readme readme notebooks nbtest pytest bench clean-venv
+.PHONY: demo test check-nbs check-readme readme notebooks nbtest nbtest-no-fashion pytest bench fashion-mnist gpu-check gpu-check-on-cpu clean-venv
 
 $(VENV)/.torch:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,26 @@ notebooks: $(VENV)/.installed-dev
 
 nbtest: $(VENV)/.installed-dev
 	$(BIN)/nbdev-test --n-workers 1 $(if $(FLAGS),--flags "$(FLAGS)")
+
+## the notebook tests as on a machine without Fashion-MNIST: its loader pointed at an empty folder (CI runs this too)
+nbtest-no-fashion: $(VENV)/.installed-dev
+	empty=$$(mktemp -d)
+	trap 'rmdir "$$empty"' EXIT
+	FASTAUG_FASHION_MNIST=$$empty $(BIN)/nbdev-test --n-workers 1
+
+## optional: Fashion-MNIST from Debian (root and apt-get); without it the image data is the pip-shipped MNIST 5k
+fashion-mnist:
+	test -d /usr/share/datasets/fashion-mnist && exit 0
+	apt-get install -y -q dataset-fashion-mnist || { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }
+
+## on a machine with a CUDA GPU: the GPU tests and benchmarks, one table (tools/gpu_check.sh)
+gpu-check: $(VENV)/.installed-dev
+	PATH=$(abspath $(BIN)):$$PATH tools/gpu_check.sh
+
+## the GPU check's code on the CPU, small: the tests of tests/test_cuda.py and benchmarks/gpu.py run (CI runs this)
+gpu-check-on-cpu: $(VENV)/.installed-dev
+	FASTAUG_TEST_DEVICE=cpu $(BIN)/pytest -q -p no:cacheprovider tests/test_cuda.py
+	$(PY) benchmarks/gpu.py --device cpu --quick >/dev/null
 
 pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest -q tests $(if $(findstring slow,$(FLAGS)),--run-slow) $(PYTEST_ARGS)

@@ -226,11 +226,12 @@ def regime_data(modality:str, regime:str, n_full:int)->dict:
     return {} if REGIMES[regime] == 1 else dict(n_train=int(round(n_full*REGIMES[regime])))
 
 def machine()->str:
-    "What a run's floating-point results depend on besides its seed and threads: the CPU and torch's version"
+    "What a run's floating-point results depend on besides its seed and threads: the CPU, the GPU if any, torch's version"
     info = Path('/proc/cpuinfo').read_text() if Path('/proc/cpuinfo').exists() else platform.processor()
     cpu = next((l.split(':', 1)[1].strip() for l in info.splitlines() if l.startswith('model name')), platform.machine())
     flags = next((l for l in info.splitlines() if l.startswith('flags')), '')
-    return f"{cpu}; torch {torch.__version__}; {hashlib.sha1(flags.encode()).hexdigest()[:8]}"
+    gpu = f"; {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ''  # fastai trains there when there is one
+    return f"{cpu}; torch {torch.__version__}; {hashlib.sha1(flags.encode()).hexdigest()[:8]}{gpu}"
 
 def values_by(runs:list, key:Callable, value:Callable)->dict:
     "The distinct `value(r)` of the runs `r` of each `key(r)`"
@@ -333,6 +334,11 @@ def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
     for k,b in budgets.items():
         if len(b) > 1: raise ValueError(f"{out/'runs.jsonl'} holds runs of {k} with several budgets (epochs, lr): "
                                         f"{sorted(b)}; report one budget at a time (move the others' runs out of the file)")
+    sizes = values_by(runs, lambda r: search_key(r['modality'], r['regime']), lambda r: (r['n_train'], r['n_valid']))
+    for k,s in sizes.items():
+        if len(s) > 1: raise ValueError(
+            f"{out/'runs.jsonl'} holds runs of {k} on data of several sizes (n_train, n_valid): {sorted(s)}, e.g. Fashion-MNIST "
+            "and its MNIST 5k fallback on a machine without it; report one data set at a time")
     if mixed := mixed_machines(runs): warnings.warn(
         f"{out/'runs.jsonl'}: the runs of {', '.join(f'{k} {r} seed {s}' for k,r,s in mixed)} were made on different "
         "machines, so their paired differences include the machines' floating-point differences: rerun them on one machine")

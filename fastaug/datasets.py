@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_datasets.ipynb #b8f188c9
 from __future__ import annotations
-import gzip, importlib.util, warnings
+import gzip, importlib.util, os, warnings
 from functools import lru_cache
 from fastai.basics import *
 from fastai.vision.core import TensorImageBW
@@ -15,11 +15,12 @@ from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.callback.progress import *
 
 # %% auto #0
-__all__ = ['FASHION_MNIST_PATH', 'FASHION_MNIST_CLASSES', 'DIAMONDS_CAT', 'DIAMONDS_CONT', 'MODALITIES', 'MissingDataError',
-           'package_file', 'fixed_split', 'stratified_subset', 'holdout_split', 'read_idx', 'load_fashion_mnist',
-           'load_mnist_5k', 'image_dls', 'fashion_mnist', 'mnist_5k', 'load_diamonds', 'diamonds', 'TensorSeries',
-           'show_batch', 'show_results', 'load_mnist1d', 'series_dls', 'mnist1d', 'load_rotten_tomatoes',
-           'rotten_tomatoes', 'image_cnn', 'series_cnn', 'get_dls', 'get_learner']
+__all__ = ['FASHION_MNIST_PATH', 'FASHION_MNIST_ENV', 'FASHION_MNIST_CLASSES', 'DIAMONDS_CAT', 'DIAMONDS_CONT', 'MODALITIES',
+           'MissingDataError', 'package_file', 'fixed_split', 'stratified_subset', 'holdout_split', 'read_idx',
+           'fashion_mnist_path', 'has_fashion_mnist', 'load_fashion_mnist', 'load_mnist_5k', 'image_dls',
+           'fashion_mnist', 'mnist_5k', 'load_diamonds', 'diamonds', 'TensorSeries', 'show_batch', 'show_results',
+           'load_mnist1d', 'series_dls', 'mnist1d', 'load_rotten_tomatoes', 'rotten_tomatoes', 'image_cnn',
+           'series_cnn', 'get_dls', 'get_learner']
 
 # %% ../nbs/01_datasets.ipynb #6d8b4627
 class MissingDataError(FileNotFoundError):
@@ -73,6 +74,7 @@ def _held_out(ti, labels, frac):
 
 # %% ../nbs/01_datasets.ipynb #6beb65c0
 FASHION_MNIST_PATH = Path('/usr/share/datasets/fashion-mnist')
+FASHION_MNIST_ENV = 'FASTAUG_FASHION_MNIST'
 FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                          'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
 
@@ -87,10 +89,22 @@ def read_idx(path)->np.ndarray:
     if arr.size != dims.prod(): raise ValueError(f"{path} is truncated: {arr.size} bytes for shape {tuple(dims)}")
     return arr.reshape(dims)
 
+def fashion_mnist_path(path=None)->Path:
+    "Folder of the Fashion-MNIST files: `path`, else the environment variable `FASTAUG_FASHION_MNIST`, else Debian's"
+    return Path(path or os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_PATH)
+
+def _fashion_files(path)->list:
+    "The four IDX files of Fashion-MNIST in the folder `path`"
+    return [path/f'{s}-{k}-idx{d}-ubyte.gz' for s in ('train', 't10k') for k,d in (('images', 3), ('labels', 1))]
+
+def has_fashion_mnist(path=None)->bool:
+    "Whether the Fashion-MNIST files are on this machine"
+    return all(f.exists() for f in _fashion_files(fashion_mnist_path(path)))
+
 def load_fashion_mnist(path=None)->tuple:
     "`(x_train, y_train, x_test, y_test)` uint8 arrays of Fashion-MNIST"
-    path = Path(path or FASHION_MNIST_PATH)
-    files = [path/f'{s}-{k}-idx{d}-ubyte.gz' for s in ('train', 't10k') for k,d in (('images', 3), ('labels', 1))]
+    path = fashion_mnist_path(path)
+    files = _fashion_files(path)
     missing = [f for f in files if not f.exists()]
     if missing: raise MissingDataError(f"Fashion-MNIST not found ({missing[0]}): install it with "
                                        "`apt-get install dataset-fashion-mnist`, or use the pip-shipped `mnist_5k`")
@@ -105,17 +119,21 @@ def load_mnist_5k()->tuple:
 # %% ../nbs/01_datasets.ipynb #ce9f2ea6
 def _mk_items(x, y, vocab): return [(t, vocab[int(c)]) for t,c in zip(x, y)]
 def _as_image(t): return TensorImageBW(t)
+def _as_colour_image(t): return TensorImage(t)
 
 def image_dls(x_train, y_train, x_valid, y_valid, vocab:list, bs:int=128, **kwargs)->DataLoaders:
-    "`DataLoaders` of grey images from uint8 arrays (n, h, w) and integer labels"
-    tx,vx = [torch.from_numpy(np.ascontiguousarray(a))[:, None] for a in (x_train, x_valid)]
+    "`DataLoaders` of images from uint8 arrays, grey (n, h, w) or with channels (n, c, h, w), and integer labels"
+    if np.ndim(x_train) not in (3, 4): raise ValueError(f"images must be (n, h, w) or (n, c, h, w), got {np.shape(x_train)}")
+    tx,vx = [torch.from_numpy(np.ascontiguousarray(a)) for a in (x_train, x_valid)]
+    grey = tx.ndim == 3
+    if grey: tx,vx = tx[:, None],vx[:, None]
     items = _mk_items(tx, y_train, vocab) + _mk_items(vx, y_valid, vocab)
     splits = [list(range(len(tx))), list(range(len(tx), len(items)))]
-    dsets = Datasets(items, tfms=[[ItemGetter(0), _as_image], [ItemGetter(1), Categorize(vocab=vocab, sort=False)]],
-                     splits=splits)
-    mean,std = tx.float().mean()/255,tx.float().std()/255
-    return dsets.dataloaders(bs=bs, num_workers=0, after_batch=[IntToFloatTensor(), Normalize.from_stats([mean], [std])],
-                             **kwargs)
+    tfms = [[ItemGetter(0), _as_image if grey else _as_colour_image], [ItemGetter(1), Categorize(vocab=vocab, sort=False)]]
+    dsets = Datasets(items, tfms=tfms, splits=splits)
+    px = tx.transpose(0, 1).reshape(tx.shape[1], -1).float()/255
+    norm = Normalize.from_stats(px.mean(1).tolist(), px.std(1).tolist())
+    return dsets.dataloaders(bs=bs, num_workers=0, after_batch=[IntToFloatTensor(), norm], **kwargs)
 
 # %% ../nbs/01_datasets.ipynb #831a194b
 def fashion_mnist(

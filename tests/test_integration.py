@@ -42,26 +42,28 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 # ---------------------------------------------------------------- tiny data: two training batches an epoch
 _text = {}
-def tiny_text_dls():
-    "96 Rotten Tomatoes snippets (64 train, 32 valid), 16 a batch"
-    if 'dls' not in _text:
+def tiny_text_dls(device=None):
+    "96 Rotten Tomatoes snippets (64 train, 32 valid), 16 a batch, on `device` (default: fastai's)"
+    if str(device) not in _text:
         from fastai.text.data import TextDataLoaders
         df = load_rotten_tomatoes()
         df = df.iloc[stratified_subset(df.label.values, 96)].reset_index(drop=True)
         df['is_valid'] = np.arange(len(df)) >= 64
-        _text['dls'] = TextDataLoaders.from_df(df, text_col='text', label_col='label', valid_col='is_valid', bs=16, seq_len=72)
-    return _text['dls']
+        _text[str(device)] = TextDataLoaders.from_df(df, text_col='text', label_col='label', valid_col='is_valid', bs=16,
+                                                     seq_len=72, device=device)
+    return _text[str(device)]
 
-def tiny_dls(modality):
+def tiny_dls(modality, device=None):
     "The small offline data of `modality`, cut to 64 training items in batches of 32 (text: 64 in batches of 16)"
-    if modality == 'text': return tiny_text_dls()
+    if modality == 'text': return tiny_text_dls(device)
     # fastai's default tabular loader, `TabWeightedDL`, keeps weights for the whole set and so cannot take `n`
     extra = dict(dl_type=TabDataLoader) if modality == 'tabular' else {}
+    if device is not None: extra['device'] = device
     return small_dls(modality, n=64, bs=32, val_bs=256, **extra)
 
-def tiny_learner(modality, cbs, path):
+def tiny_learner(modality, cbs, path, device=None):
     "A Learner with a small model of the kind `get_learner` builds for `modality`: the callbacks act the same, faster"
-    dls,kw = tiny_dls(modality),dict(cbs=cbs, path=path, metrics=accuracy)
+    dls,kw = tiny_dls(modality, device),dict(cbs=cbs, path=path, metrics=accuracy)
     if modality == 'image': learn = Learner(dls, image_cnn(dls.c, widths=(8, 16, 16)), **kw)
     elif modality == 'series': learn = Learner(dls, series_cnn(dls.c, widths=(8, 16, 16)), **kw)
     elif modality == 'tabular': learn = tabular_learner(dls, layers=[32, 16], **kw)
