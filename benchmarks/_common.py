@@ -58,3 +58,26 @@ def time_steps(makers:dict, steps:int, rounds:int, fit=lambda learn: learn.fit(1
             for r,c in zip(res[n], clocks[n]): r += c
     med = lambda v: statistics.median(v) if v else float('nan')
     return {n: (med(s), med(i)) for n,(s,i) in res.items()},errors
+
+def paired_runs(methods:dict, modalities, seeds:int, epochs:int, data=lambda modality: {}, width:int=14)->list:
+    """Train each of `methods` (name -> function returning its callbacks) on each modality over paired seeds: for a seed
+    every method starts from the same weights and sees the data in the same order (`fastaug.bench.train_eval`), so
+    the per-seed differences measure the method alone. Prints each run and the table; returns the runs."""
+    from fastaug import bench
+    from fastaug.datasets import get_dls
+    runs = []
+    for mod in modalities:
+        dls = get_dls(mod, **data(mod))
+        print(f"{mod}: {len(dls.train_ds):,} training and {len(dls.valid_ds):,} validation samples, {epochs} epochs, "
+              f"{seeds} seed(s)", flush=True)
+        for s in range(seeds):
+            for name,cbs in methods.items():
+                r = bench.train_eval(mod, name, seed=s, epochs=epochs, dls=dls, cbs=cbs())
+                runs.append(r)
+                print(f"  {name:>{width}} seed {s}: accuracy {r['accuracy']*100:.2f}%  ({r['seconds']:.0f} s)", flush=True)
+    print('\n' + bench.markdown_table(bench.summarise(runs)), flush=True)
+    return runs
+
+def ratio_cells(med:dict, errors:dict, names, to:str='plain')->dict:
+    "Each configuration's median step time as a ratio to configuration `to`'s, or the error it raised"
+    return {n: f"{med[n][0]/med[to][0]:.2f}" if n in med else errors[n] for n in names}

@@ -3,7 +3,6 @@
     python benchmarks/image_ops.py                      # bs 128 at 32×32 and 224×224, a PBA-like policy of all 15 operations
     python benchmarks/image_ops.py --per-op             # also each operation alone, on 8 images (a typical call of a policy)
     python benchmarks/image_ops.py --sizes 32 --reps 20 --threads 1
-    python benchmarks/image_ops.py --proposed-apply     # with the faster `Policy.apply` proposed for fastaug.policy
 
 Both sides get the same images and the same plan (which operations each image gets, in which order):
 - batched: `apply_policy` on the uint8 batch (n, c, h, w) — what `ImagePolicy` does before `IntToFloatTensor` —
@@ -19,7 +18,8 @@ warnings.filterwarnings('ignore')
 import numpy as np, torch
 from PIL import Image
 from fastaug.policy import Policy
-from fastaug.image_ops import IMAGE_OPS, apply_policy, pil_image_op, get_op
+from fastaug.image_ops import IMAGE_OPS, apply_policy, get_op
+from fastaug.testing import pil_image_op
 
 def photo_batch(size:int, bs:int, seed:int=0)->torch.Tensor:
     "`bs` random size×size RGB crops of scikit-learn's two sample photographs (downscaled for small sizes), uint8 NCHW"
@@ -50,26 +50,6 @@ def pil_policy(arrays:list, policy:Policy, plan:torch.Tensor, fill=0.5)->list:
             s = policy.settings[k]
             img = pil_image_op(img, s.op, s.m, sign=int(signs[j, i]), fill=fill)
         out.append(np.asarray(img))
-    return out
-
-def _rows(t:torch.Tensor)->torch.Tensor:
-    "A contiguous batch viewed as one row per sample of the widest integer type that divides a row's bytes"
-    r = t.reshape(len(t), -1)
-    for dt in (torch.int64, torch.int32, torch.int16):
-        if t.element_size() <= dt.itemsize and (r.shape[1]*t.element_size()) % dt.itemsize == 0: return r.view(dt)
-    return r
-
-def proposed_policy_apply(self, x, plan=None, **kwargs):
-    "`Policy.apply` with reads by `index_select` and writes as wide integer rows: on CPU, indexing uint8 images is slow"
-    from fastaug.policy import get_op
-    if plan is None: plan = self.plan(len(x), x.device)
-    out = x.clone()
-    rows = _rows(out)
-    for row in plan:
-        for k in row[row >= 0].unique().tolist():
-            idx = (row == k).nonzero()[:, 0]
-            s = self.settings[k]
-            rows[idx] = _rows(get_op(s.op).fn(out.index_select(0, idx), s.m, idx=idx, **kwargs).to(out.dtype).contiguous())
     return out
 
 def median_ms(fn, reps:int)->float:
@@ -111,15 +91,12 @@ def main():
     ap.add_argument('--reps', type=int, default=10)
     ap.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: torch\'s choice)')
     ap.add_argument('--per-op', action='store_true', help='also time each operation alone')
-    ap.add_argument('--proposed-apply', action='store_true', help='measure with `proposed_policy_apply` in place of `Policy.apply`')
     ap.add_argument('--op-bs', type=int, default=8, help='images per operation call for --per-op (in the policy, a call sees ~bs·1.3/30)')
     args = ap.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
-    if args.proposed_apply: Policy.apply = proposed_policy_apply
     policy = pba_like_policy()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; bs {args.bs}; policy of {len(policy)} settings, "
-          f"0/1/2 operations per image with weights {policy.n_ops_weights}; "
-          f"{'proposed' if args.proposed_apply else 'current'} `Policy.apply`\n")
+          f"0/1/2 operations per image with weights {policy.n_ops_weights}\n")
     print('| size | path | ms / batch | images / s | × PIL | operations applied |')
     print('|---|---|---|---|---|---|')
     for size in args.sizes:

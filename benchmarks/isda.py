@@ -199,57 +199,28 @@ def sweep(a, device):
 
 # ---------------------------------------------------------------- a real model, and accuracy
 def model_ratio(a):
-    from fastai.basics import Callback, CancelFitException, set_seed
-    from fastai.callback.progress import ProgressCallback
+    from fastai.basics import set_seed
     from fastaug.datasets import get_dls, get_learner
-    class StepStart(Callback):
-        order = -1000
-        def __init__(self, times): self.times = times
-        def before_batch(self): self.times.append(-time.perf_counter())
-    class StepEnd(Callback):
-        order = 1000
-        def __init__(self, times, steps): self.times,self.steps,self.n = times,steps,0
-        def before_fit(self): self.n = 0
-        def after_batch(self):
-            self.times[-1] += time.perf_counter()
-            self.n += 1
-            if self.n >= self.steps: raise CancelFitException()
+    from _common import time_steps
     dls = get_dls('image', n_train=10_000, bs=128)
     configs = {'plain': lambda: [], 'ISDA full': lambda: [ISDA(0.5)], 'ISDA diag': lambda: [ISDA(0.5, cov='diag')]}
-    learners,times = {},{}
-    for name,mk in configs.items():
+    def make(mk):
         set_seed(0)
-        t = []
-        learn = get_learner('image', dls=dls, cbs=mk() + [StepStart(t), StepEnd(t, a.steps)])
-        learn.remove_cb(ProgressCallback)
-        with learn.no_logging(): learn.fit(2, 1e-3)  # warm-up; 2 epochs so that λ > 0 in the timed fits
-        learners[name],times[name] = learn,t
-    med = {n: [] for n in configs}
-    for _ in range(a.rounds):
-        for n,learn in learners.items():
-            times[n].clear()
-            if n != 'plain': learn.isda.n_epochs,learn.isda.epochs_done = 2,1  # time with λ = λ₀/2 > 0
-            with learn.no_logging(): learn.fit(1, 1e-3)
-            med[n] += times[n]
-    m = {n: statistics.median(v) for n,v in med.items()}
+        return get_learner('image', dls=dls, cbs=mk())
+    def fit(learn):  # time with λ = λ₀/2 > 0: half way through a two-epoch training
+        if getattr(learn, 'isda', None) is not None: learn.isda.n_epochs,learn.isda.epochs_done = 2,1
+        learn.fit(1, 1e-3)
+    med,_ = time_steps({n: (lambda mk=mk: make(mk)) for n,mk in configs.items()}, a.steps, a.rounds, fit)
+    m = {n: v[0] for n,v in med.items()}
     print("\n## A real model: image convnet, Fashion-MNIST, bs 128 (step = before_batch → after_batch)\n")
     print("| configuration | step (ms) | × plain |\n|---|---|---|")
     for n in configs: print(f"| {n} | {m[n]*1000:.1f} | {m[n]/m['plain']:.2f} |")
 
 def accuracy(a):
-    from fastaug import bench
-    from fastaug.datasets import get_dls
-    bench.METHODS['isda'] = lambda: [ISDA(0.5)]
-    runs = []
-    for modality in ('image', 'tabular'):
-        dls = get_dls(modality, n_train=10_000) if modality == 'image' else get_dls(modality)
-        for s in range(a.seeds):
-            for m in ('none', 'isda'):
-                r = bench.train_eval(modality, m, seed=s, epochs=a.epochs, dls=dls)
-                runs.append(r)
-                print(f"  {modality} {m:>5} seed {s}: {r['accuracy']*100:.2f}% ({r['seconds']:.0f} s)", flush=True)
-    print(f"\n## Accuracy: {a.epochs} epochs of one-cycle training, {a.seeds} seed(s), ISDA λ₀ = 0.5 (full Σ)\n")
-    print(bench.markdown_table(bench.summarise(runs)))
+    from _common import paired_runs
+    data = lambda mod: {'n_train': 10_000} if mod == 'image' else {}
+    print(f"## Accuracy: {a.epochs} epochs of one-cycle training, {a.seeds} seed(s), ISDA λ₀ = 0.5 (full Σ)\n")
+    paired_runs({'none': lambda: [], 'isda': lambda: [ISDA(0.5)]}, ('image', 'tabular'), a.seeds, a.epochs, data)
 
 if __name__ == '__main__':
     if len(sys.argv) > 1 and sys.argv[1] == '--child':

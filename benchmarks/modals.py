@@ -15,20 +15,19 @@ whose model is so small that the discriminator (256 → 512 → 128 → 1) costs
 
 `accuracy` trains each modality's small model (`fastaug.datasets.get_learner`) with no augmentation, fastaug's
 MixUp(0.4) and MODALS() (its default policy and loss weights), one-cycle, over paired seeds (same initial weights and
-data order for every method of a seed: `fastaug.bench.train_eval` seeds the weights, and this script also pins the
-loaders' own shuffling generator, which `set_seed` leaves alone), and prints mean ± std and the paired gain.
+data order for every method of a seed: `fastaug.bench.train_eval` seeds the weights and the loaders' own shuffling
+generator), and prints mean ± std and the paired gain.
 
 `sweep` is how MODALS' defaults were chosen: a grid of fixed policies and loss weights on the same footing.
 """
-import argparse, random, statistics, sys, time, warnings
+import argparse, warnings
 warnings.filterwarnings('ignore')
 import torch
 from fastai.basics import *
 from fastai.callback.all import *
 from fastaug.all import *
 from fastaug.modals import *
-import fastaug.bench as bench
-from step_cost import StepStart, StepEnd
+from _common import time_steps, paired_runs, ratio_cells
 
 # ---------------------------------------------------------------- step cost
 def cost_learner(problem, dls, cb, seed=0):
@@ -49,24 +48,8 @@ COST_CONFIGS = {
 }
 
 def step_cost(problem, dls, steps, rounds):
-    "Median step time of every configuration, or the error it raised"
-    learners,times,errors = {},{},{}
-    for name,mk in COST_CONFIGS.items():
-        learn = cost_learner(problem, dls, mk())
-        learn.remove_cb(ProgressCallback)
-        t = []
-        learn.add_cbs([StepStart(t), StepEnd(t, steps)])
-        try:
-            with learn.no_logging(): learn.fit(1, 1e-3)  # warm-up: fills MODALS' memory, checks that it runs
-            learners[name],times[name] = learn,t
-        except Exception as e: errors[name] = f"fails: {type(e).__name__}: {str(e).splitlines()[-1][:80]}"
-    step_times = {n: [] for n in learners}
-    for _ in range(rounds):
-        for name,learn in learners.items():
-            times[name].clear()
-            with learn.no_logging(): learn.fit(1, 1e-3)
-            step_times[name] += times[name]
-    return {n: statistics.median(v) for n,v in step_times.items()},errors
+    "Median (step, iteration) time of every configuration (the warm-up fills MODALS' memory), and the errors"
+    return time_steps({n: (lambda mk=mk: cost_learner(problem, dls, mk())) for n,mk in COST_CONFIGS.items()}, steps, rounds)
 
 def run_cost(steps, rounds, problems=('image', 'series', 'tabular')):
     data = {'image': lambda: get_dls('image', n_train=10_000, bs=128), 'series': lambda: get_dls('series', bs=128),
@@ -78,36 +61,17 @@ def run_cost(steps, rounds, problems=('image', 'series', 'tabular')):
     lines = ['| model | ' + ' | '.join(names) + ' |', '|---|' + '---|'*len(names)]
     for problem in problems:
         med,err = step_cost(problem, data[problem](), steps, rounds)
-        row = {n: f"{med[n]/med['plain']:.2f}" if n in med else err[n] for n in COST_CONFIGS}
-        row['plain step (ms)'] = f"{med['plain']*1000:.1f}"
+        row = ratio_cells(med, err, COST_CONFIGS)
+        row['plain step (ms)'] = f"{med['plain'][0]*1000:.1f}"
         lines.append(f"| {label[problem]} | " + ' | '.join(row[n] for n in names) + ' |')
         print(lines[-1], flush=True)
     print('\n' + '\n'.join(lines))
 
 # ---------------------------------------------------------------- accuracy
-def register(methods:dict):
-    "Make `methods` (name -> callbacks factory) known to `fastaug.bench.train_eval`"
-    bench.METHODS.update(methods)
-    return list(methods)
-
-def run_accuracy(methods, seeds, epochs, modalities, n_train=None, small=False):
+def run_accuracy(methods:dict, seeds, epochs, modalities, n_train=None, small=False):
     "Train every method on every modality over paired seeds; print the runs and the table"
-    runs = []
-    for mod in modalities:
-        kw = dict(small=True) if small else ({'n_train': n_train} if n_train else {})
-        dls = get_dls(mod, **kw)
-        print(f"\n{mod}: {len(dls.train_ds):,} train / {len(dls.valid_ds):,} valid, {epochs} epochs, {seeds} seed(s)", flush=True)
-        for s in range(seeds):
-            for m in methods:
-                # fastai's DataLoader shuffles with its own `rng`, which `set_seed` does not reseed: pin it, so that every
-                # method of a seed sees the same data order
-                for dl in dls.loaders: dl.rng = random.Random(s)
-                r = bench.train_eval(mod, m, seed=s, epochs=epochs, dls=dls)
-                runs.append(r)
-                print(f"  {m:>28} seed {s}: accuracy {r['accuracy']*100:.2f}%  ({r['seconds']:.0f} s)", flush=True)
-    table = bench.markdown_table(bench.summarise(runs))
-    print('\n' + table)
-    return runs,table
+    data = lambda mod: dict(small=True) if small else ({'n_train': n_train} if n_train else {})
+    return paired_runs(methods, modalities, seeds, epochs, data, width=28)
 
 ACCURACY_METHODS = {'none': lambda: [], 'mixup': lambda: [MixUp(0.4)], 'modals': lambda: [MODALS()]}
 
@@ -146,7 +110,7 @@ if __name__ == '__main__':
     a = p.parse_args()
     if a.what in ('all', 'cost'): run_cost(a.steps, a.rounds)
     if a.what in ('all', 'accuracy'):
-        run_accuracy(register(ACCURACY_METHODS), a.seeds, a.epochs, a.modalities or list(MODALITIES), a.n_train, a.small)
+        run_accuracy(ACCURACY_METHODS, a.seeds, a.epochs, a.modalities or list(MODALITIES), a.n_train, a.small)
     if a.what == 'sweep':
-        methods = register({k: v for k,v in SWEEP_METHODS.items() if a.methods is None or k in a.methods or k == 'none'})
+        methods = {k: v for k,v in SWEEP_METHODS.items() if a.methods is None or k in a.methods or k == 'none'}
         run_accuracy(methods, a.seeds, a.epochs, a.modalities or ['series', 'image'], a.n_train, a.small)

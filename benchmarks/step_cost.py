@@ -7,29 +7,14 @@ step): data loading is excluded, the callback's own work is included. Configurat
 each, for `rounds` rounds, and each configuration's median step time is divided by plain training's: the ratios are
 what to read, the absolute times are noise on a shared CPU.
 """
-import argparse, statistics, time, warnings
+import argparse, warnings
 warnings.filterwarnings('ignore')
 import torch
 from fastai.basics import *
 from fastai.callback.all import *
 from fastai.callback.mixup import MixUp as FastaiMixUp, CutMix as FastaiCutMix
 from fastaug.all import *
-
-class StepStart(Callback):
-    "Start the clock before any other callback sees the batch"
-    order = -1000
-    def __init__(self, times): self.times = times
-    def before_batch(self): self.times.append(-time.perf_counter())
-
-class StepEnd(Callback):
-    "Stop the clock after the optimiser step; stop the fit after `steps` timed batches"
-    order = 1000
-    def __init__(self, times, steps): self.times,self.steps,self.n = times,steps,0
-    def before_fit(self): self.n = 0
-    def after_batch(self):
-        self.times[-1] += time.perf_counter()
-        self.n += 1
-        if self.n >= self.steps: raise CancelFitException()
+from _common import time_steps, ratio_cells
 
 def make_learner(problem, cb, seed=0):
     set_seed(seed)
@@ -45,23 +30,8 @@ CONFIGS = {
 }
 
 def bench(problem, steps, rounds):
-    "Median step time per configuration, or the error it raised"
-    learners,times,errors = {},{},{}
-    for name,mk in CONFIGS.items():
-        learn = make_learner(problem, mk())
-        learn.remove_cb(ProgressCallback)
-        t = []
-        learn.add_cbs([StepStart(t), StepEnd(t, steps)])
-        try:
-            with learn.no_logging(): learn.fit(1, 1e-3)  # warm-up, and a check that it runs
-            learners[name],times[name] = learn,t
-        except Exception as e: errors[name] = f"fails: {type(e).__name__}: {str(e).splitlines()[-1][:80]}"
-    for _ in range(rounds):
-        for name,learn in learners.items():
-            times[name].clear()
-            with learn.no_logging(): learn.fit(1, 1e-3)
-            learn.step_times = getattr(learn, 'step_times', []) + list(times[name])
-    return {n: statistics.median(l.step_times) for n,l in learners.items()},errors
+    "Median (step, iteration) time per configuration, and the errors of those that fail"
+    return time_steps({n: (lambda mk=mk: make_learner(problem, mk())) for n,mk in CONFIGS.items()}, steps, rounds)
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -73,8 +43,8 @@ if __name__ == '__main__':
     rows = {}
     for problem in DATA:
         med,err = bench(problem, a.steps, a.rounds)
-        rows[problem] = {n: f"{med[n]/med['plain']:.2f}" if n in med else err[n] for n in CONFIGS}
-        rows[problem]['plain step (ms)'] = f"{med['plain']*1000:.1f}"
+        rows[problem] = ratio_cells(med, err, CONFIGS)
+        rows[problem]['plain step (ms)'] = f"{med['plain'][0]*1000:.1f}"
     names = list(CONFIGS) + ['plain step (ms)']
     print('| model | ' + ' | '.join(names) + ' |')
     print('|---|' + '---|'*len(names))

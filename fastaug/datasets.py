@@ -18,9 +18,9 @@ from fastai.callback.progress import *
 __all__ = ['FASHION_MNIST_PATH', 'FASHION_MNIST_ENV', 'FASHION_MNIST_CLASSES', 'DIAMONDS_CAT', 'DIAMONDS_CONT', 'MODALITIES',
            'MissingDataError', 'package_file', 'fixed_split', 'stratified_subset', 'holdout_split', 'read_idx',
            'fashion_mnist_path', 'has_fashion_mnist', 'load_fashion_mnist', 'load_mnist_5k', 'image_dls',
-           'fashion_mnist', 'mnist_5k', 'load_diamonds', 'diamonds', 'TensorSeries', 'show_batch', 'show_results',
-           'load_mnist1d', 'series_dls', 'mnist1d', 'load_rotten_tomatoes', 'rotten_tomatoes', 'image_cnn',
-           'series_cnn', 'get_dls', 'get_learner']
+           'fashion_mnist', 'mnist_5k', 'sample_image_crops', 'load_diamonds', 'diamonds', 'TensorSeries', 'show_batch',
+           'show_results', 'load_mnist1d', 'series_dls', 'mnist1d', 'load_rotten_tomatoes', 'rotten_tomatoes',
+           'image_cnn', 'series_cnn', 'get_dls', 'get_learner']
 
 # %% ../nbs/01_datasets.ipynb #6d8b4627
 class MissingDataError(FileNotFoundError):
@@ -166,6 +166,18 @@ def mnist_5k(
     ti = ti[stratified_subset(y[ti], n_train)]
     if holdout: ti,vi = _held_out(ti, y, holdout)
     return image_dls(x[ti], y[ti], x[vi], y[vi], [str(i) for i in range(10)], bs=bs, **kwargs)
+
+# %% ../nbs/01_datasets.ipynb #76516bfb
+def sample_image_crops(n:int=512, size:int=32, seed:int=0)->tuple:
+    "`n` random RGB crops (uint8, n×3×size×size) of scikit-learn's two sample photographs, and which photograph each is from"
+    from sklearn.datasets import load_sample_image
+    from PIL import Image
+    rng = np.random.RandomState(seed)
+    ims = [np.asarray(Image.fromarray(load_sample_image(f)).resize((213, 142))) for f in ('china.jpg', 'flower.jpg')]
+    y = rng.randint(0, 2, n)
+    rs,cs = rng.randint(0, 142-size, n),rng.randint(0, 213-size, n)
+    x = np.stack([ims[c][r:r+size, s:s+size] for c,r,s in zip(y, rs, cs)]).transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(x)),torch.from_numpy(y)
 
 # %% ../nbs/01_datasets.ipynb #8240ef6f
 DIAMONDS_CAT = ['color', 'clarity']

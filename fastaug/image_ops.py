@@ -6,7 +6,6 @@
 from __future__ import annotations
 import math
 from functools import lru_cache
-from PIL import Image, ImageOps, ImageEnhance, ImageFilter
 from fastai.basics import *
 from fastai.vision.core import TensorImage
 from fastai.data.transforms import IntToFloatTensor, Normalize
@@ -17,7 +16,7 @@ from .policy import *
 __all__ = ['IMAGE_OPS', 'check_images', 'fill_value', 'per_sample', 'keep_or_fill', 'warp_affine', 'rotate', 'shear_x', 'shear_y',
            'translate_x', 'translate_y', 'grey', 'smooth', 'brightness', 'color', 'contrast', 'sharpness', 'apply_lut',
            'posterize', 'solarize', 'invert', 'equalize', 'autocontrast', 'cutout', 'image_op_parameter',
-           'random_signs', 'pil_image_op', 'images_to_tensor', 'apply_policy', 'ImagePolicy', 'sample_image_crops']
+           'random_signs', 'apply_policy', 'ImagePolicy']
 
 # %% ../nbs/05_image_ops.ipynb #8a3926f8
 def check_images(x:Tensor, who:str='an image operation')->Tensor:
@@ -356,46 +355,6 @@ def _equalize_op(x, magnitude, **kwargs): return equalize(x)
 @register_op('AutoContrast', 'image', magnitude=False)
 def _autocontrast_op(x, magnitude, **kwargs): return autocontrast(x)
 
-# %% ../nbs/05_image_ops.ipynb #72742fc0
-def pil_image_op(
-    img:Image.Image, # A grey ('L') or 'RGB' image
-    name:str, # One of `IMAGE_OPS`
-    magnitude:float, # In [0, 1]
-    sign:int=1, # The sign of the geometric shift or of the enhancement
-    fill=0., # Colour of uncovered pixels, in 0-1 (one value, or one per channel)
-    center:tuple|None=None # (row, column) of the Cutout square; at random if None
-)->Image.Image:
-    "Operation `name` on one PIL image, with PIL's functions: the per-image reference of the batched operations"
-    p = image_op_parameter(name, magnitude, img.height, img.width)
-    fc = tuple(round(255*float(f)) for f in np.broadcast_to(np.asarray(fill, dtype=float).flatten(), (len(img.getbands()),)))
-    fc = fc[0] if len(fc) == 1 else fc
-    affine = lambda m: img.transform(img.size, Image.AFFINE, m, fillcolor=fc)
-    if name == 'Rotate': return img.rotate(sign*p, fillcolor=fc)
-    if name == 'ShearX': return affine((1, sign*p, 0, 0, 1, 0))
-    if name == 'ShearY': return affine((1, 0, 0, sign*p, 1, 0))
-    if name == 'TranslateX': return affine((1, 0, sign*p, 0, 1, 0))
-    if name == 'TranslateY': return affine((1, 0, 0, 0, 1, sign*p))
-    enhancers = dict(Brightness=ImageEnhance.Brightness, Color=ImageEnhance.Color, Contrast=ImageEnhance.Contrast,
-                     Sharpness=ImageEnhance.Sharpness)
-    if name in enhancers: return enhancers[name](img).enhance(1 + sign*p)
-    if name == 'Posterize': return ImageOps.posterize(img, p)
-    if name == 'Solarize': return ImageOps.solarize(img, p)
-    if name == 'Invert': return ImageOps.invert(img)
-    if name == 'Equalize': return ImageOps.equalize(img)
-    if name == 'AutoContrast': return ImageOps.autocontrast(img)
-    # Cutout
-    (sh,sw),img = p,img.copy()
-    cy,cx = center if center is not None else (np.random.randint(img.height), np.random.randint(img.width))
-    box = (max(cx - sw//2, 0), max(cy - sh//2, 0), min(cx + sw//2, img.width), min(cy + sh//2, img.height))
-    if sh and sw and box[2] > box[0] and box[3] > box[1]: img.paste(fc, box)
-    return img
-
-# %% ../nbs/05_image_ops.ipynb #e6eeb038
-def images_to_tensor(imgs:list)->Tensor:
-    "A uint8 batch (n, c, h, w) from PIL images of one size and mode"
-    a = np.stack([np.asarray(im) for im in imgs])
-    return torch.from_numpy(a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2).copy()).contiguous()
-
 # %% ../nbs/05_image_ops.ipynb #9ae2c9e8
 def apply_policy(
     policy:Policy, # A policy of image operations
@@ -499,14 +458,3 @@ class ImagePolicy(PolicyCallback):
         "Take our transform out of the training loader's pipeline"
         if self._pipe is not None: self._pipe.fs = self._fs
         self._pipe,self._fs,self._done = None,None,False
-
-# %% ../nbs/05_image_ops.ipynb #76516bfb
-def sample_image_crops(n:int=512, size:int=32, seed:int=0)->tuple:
-    "`n` random RGB crops (uint8, n×3×size×size) of scikit-learn's two sample photographs, and which photograph each is from"
-    from sklearn.datasets import load_sample_image
-    rng = np.random.RandomState(seed)
-    ims = [np.asarray(Image.fromarray(load_sample_image(f)).resize((213, 142))) for f in ('china.jpg', 'flower.jpg')]
-    y = rng.randint(0, 2, n)
-    rs,cs = rng.randint(0, 142-size, n),rng.randint(0, 213-size, n)
-    x = np.stack([ims[c][r:r+size, s:s+size] for c,r,s in zip(y, rs, cs)]).transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(x)),torch.from_numpy(y)

@@ -212,15 +212,6 @@ def isda_logits(
     with fp32_region(logits.device): out = plain(logits).to(dt) + (lam/2)*q[group].to(dt)
     return retype(out.to(logits.dtype), logits)
 
-# %% ../nbs/07_isda.ipynb #4e31c603
-def direct_isda_logits(logits:Tensor, y:Tensor, weight:Tensor, cov:Tensor, lam:float)->Tensor:
-    "The augmented logits computed as the authors do: a (batch × A × A) gather and a (batch × C × C) product"
-    W = weight.to(torch.promote_types(weight.dtype, torch.float32))
-    D = W[None] - W[y][:, None]                                            # (n, C, A): w_j - w_y
-    if cov.ndim == 3: q = torch.bmm(torch.bmm(D, cov[y].to(W.dtype)), D.transpose(1, 2)).diagonal(dim1=1, dim2=2)
-    else: q = (D*D*cov[y].to(W.dtype)[:, None]).sum(-1)
-    return logits.to(W.dtype) + lam/2*q
-
 # %% ../nbs/07_isda.ipynb #612d5450
 class ISDALoss(LossWrapper):
     "The user's loss on logits augmented with `ISDA`'s covariance term during training; the user's loss otherwise"

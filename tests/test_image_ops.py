@@ -16,6 +16,8 @@ from fastai.vision.models import resnet18
 from fastaug.core import plain
 from fastaug.policy import Policy, PolicySchedule, get_op, register_op
 from fastaug.image_ops import *
+from fastaug.testing import pil_image_op, images_to_tensor
+from fastaug.datasets import sample_image_crops
 from fastaug.mixup import MixUp
 from fastaug.datasets import image_cnn
 from conftest import small_dls, small_learner, hooks_left

@@ -18,7 +18,7 @@ import fastaug.isda as isda_mod
 from fastaug.core import *
 from fastaug.mixup import MixUp
 from fastaug.isda import *
-from fastaug.isda import direct_isda_logits
+from fastaug.testing import direct_isda_logits
 from conftest import small_dls, small_learner, hooks_left
 
 def fit_quiet(learn, n=1, lr=1e-3, **kwargs):
