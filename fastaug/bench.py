@@ -71,7 +71,7 @@ def train_eval(
 )->dict:
     "Train the small model of `modality` with `method`'s callbacks and return its validation accuracy and time"
     if cbs is None:
-        if method not in METHODS: raise ValueError(f"`method` must be one of {list(METHODS)}, got {method!r}")
+        check_choice('method', method, METHODS)
         cbs = METHODS[method]()
     if dls is None: dls = get_dls(modality)
     set_seed(seed, reproducible=True)
@@ -222,7 +222,7 @@ def epochs_of(epochs:int|dict|None, modality:str, regime:str='full')->int:
 
 def regime_data(modality:str, regime:str, n_full:int)->dict:
     "Keyword arguments of `get_dls` for `regime` of a training set of `n_full` samples"
-    if regime not in REGIMES: raise ValueError(f"`regime` must be one of {list(REGIMES)}, got {regime!r}")
+    check_choice('regime', regime, REGIMES)
     return {} if REGIMES[regime] == 1 else dict(n_train=int(round(n_full*REGIMES[regime])))
 
 def machine()->str:
@@ -289,10 +289,8 @@ def run_benchmark(
 )->pd.DataFrame:
     "Train every method on every dataset and regime over paired seeds; record, summarise and plot the results"
     methods = all_methods() if methods is None else list(methods)
-    for m in methods:
-        if m not in all_methods(): raise ValueError(f"Unknown method {m!r}: choose from {all_methods()}")
-    for k in modalities:
-        if k not in MODALITIES: raise ValueError(f"`modalities` must be among {list(MODALITIES)}, got {k!r}")
+    for m in methods: check_choice('methods', m, all_methods())
+    for k in modalities: check_choice('modalities', k, MODALITIES)
     for r in regimes: regime_data('image', r, 1)
     if 'none' not in methods: methods = ['none'] + methods  # the baseline every gain is paired with
     out = Path(out); out.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,12 @@ import contextlib, inspect, numbers
 from fastai.basics import *
 
 # %% auto #0
-__all__ = ['MIX_MODES', 'check_positive', 'check_prob', 'check_choice', 'check_int', 'check_nonnegative', 'sample_lam', 'plain',
-           'retype', 'lam_like', 'mix_rows', 'batch_size', 'LossWrapper', 'install_loss', 'remove_loss', 'MixedLoss',
-           'find_head', 'embedding_modules', 'padding_embedding', 'BatchHook', 'LatentHook', 'world_size',
-           'is_distributed', 'all_reduce_sum', 'broadcast_first', 'all_gather_rows', 'fp32_region', 'sum_rows',
-           'check_labels', 'class_indices', 'in_lr_find', 'LatentCallback', 'MixCallback']
+__all__ = ['MIX_MODES', 'check_positive', 'check_prob', 'check_choice', 'check_range', 'check_int', 'check_nonnegative',
+           'sample_lam', 'plain', 'retype', 'lam_like', 'mix_rows', 'batch_size', 'LossWrapper', 'install_loss',
+           'remove_loss', 'MixedLoss', 'find_head', 'embedding_modules', 'padding_embedding', 'BatchHook', 'LatentHook',
+           'world_size', 'is_distributed', 'all_reduce_sum', 'broadcast_first', 'all_gather_rows', 'fp32_region',
+           'sum_rows', 'check_labels', 'class_indices', 'in_lr_find', 'RestoreOnExit', 'CountsEpochs', 'LatentCallback',
+           'MixCallback']
 
 # %% ../nbs/00_core.ipynb #9d08598e
 def _is_real(x): return isinstance(x, numbers.Real) and not isinstance(x, bool)
@@ -30,6 +31,13 @@ def check_prob(name:str, value):
 def check_choice(name:str, value, choices):
     "Raise a `ValueError` naming `name` unless `value` is one of `choices`"
     if value not in choices: raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}")
+    return value
+
+def check_range(name:str, value, lo, hi, lo_open:bool=False, hi_open:bool=False, what:str='a number'):
+    "Raise a `ValueError` naming `name` unless `value` is a real number from `lo` to `hi` (each excluded if open)"
+    if not (_is_real(value) and (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)):
+        span = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise ValueError(f"`{name}` must be {what + ' ' if what else ''}in {span}, got {value!r}")
     return value
 
 def check_int(name:str, value, minimum:int=1)->int:
@@ -97,9 +105,14 @@ def batch_size(xb)->int:
 def _unwrapped(loss_func): return loss_func
 
 class LossWrapper:
-    "Base for a loss that wraps the user's `loss_func` and passes its attributes through"
-    def __init__(self, loss_func): self.loss_func = loss_func
+    "Base for a loss that wraps the user's `loss_func`, passes its attributes through and acts for an `owner` callback"
+    def __init__(self, loss_func, owner=None): self.loss_func,self.owner = loss_func,owner
     def __call__(self, pred, *yb): return self.loss_func(pred, *yb)
+    @property
+    def active(self)->bool:
+        "Whether to act: only for a training batch of an owner still attached to its `Learner` (always, without one)"
+        o = self.owner
+        return o is None or (o.learn is not None and bool(o.training))
     def __getattr__(self, k):
         if k.startswith('__') or k == 'loss_func': raise AttributeError(k)
         return getattr(self.loss_func, k)
@@ -136,8 +149,8 @@ def _accepts_reduction(f)->bool:
 class MixedLoss(LossWrapper):
     "Score a mixed batch against both targets of every sample, weighted by λ"
     def __init__(self, loss_func, owner=None):
-        super().__init__(loss_func)
-        self.owner,self.lam,self.perm,self.weights = owner,None,None,None
+        super().__init__(loss_func, owner)
+        self.lam,self.perm,self.weights = None,None,None
         self.per_sample = _accepts_reduction(loss_func)
 
     def set(self, lam:Tensor, perm:Tensor):
@@ -147,9 +160,8 @@ class MixedLoss(LossWrapper):
 
     @property
     def active(self)->bool:
-        "Mixing applies only to a training batch of a callback still attached to its `Learner`"
-        o = self.owner
-        return self.lam is not None and (o is None or (o.learn is not None and o.training))
+        "Mixing applies only to a batch that was mixed, in training, for a callback still attached to its `Learner`"
+        return self.lam is not None and super().active
 
     def mixes_losses(self, pred, y)->bool:
         "Whether `y` holds class indices (mix the losses) rather than target distributions (mix the targets)"
@@ -347,7 +359,25 @@ def in_lr_find(learn)->bool:
     "Whether `learn` is inside `lr_find`, whose weights (and so any statistics taken) are thrown away afterwards"
     return getattr(learn, 'lr_finder', None) is not None
 
-class LatentCallback(Callback):
+class RestoreOnExit:
+    "Mixin for callbacks: call `self._restore()` on every way out of training, so the Learner is left as the user built it"
+    def after_train(self): self._restore()
+    def after_cancel_train(self): self._restore()
+    def after_cancel_fit(self): self._restore()
+    def after_fit(self): self._restore()
+    def before_validate(self): self._restore()
+
+class CountsEpochs:
+    "Mixin for callbacks: `epochs_done` counts epochs of training over all fits; call `mark_training` in `before_train`"
+    epochs_done,_trains = 0,False
+    def mark_training(self): self._trains = True
+    def after_cancel_epoch(self): self._trains = True  # skipped by `fit(start_epoch=)`, or cancelled: it counts
+    def after_epoch(self):
+        "Count the epoch if it trained: not lr_find's, nor those `get_preds` and `validate` run without training"
+        if self._trains and not in_lr_find(self.learn): self.epochs_done += 1
+        self._trains = False
+
+class LatentCallback(RestoreOnExit, Callback):
     "Base for callbacks that act on the latent entering the classifier head, one training batch at a time"
     run_valid,order = False,15
     _stateattrs = ('_hook','head','_loss','labels')
@@ -392,11 +422,6 @@ class LatentCallback(Callback):
     def after_pred(self): self._remove_hook()
     def after_cancel_batch(self): self._remove_hook()
     def after_batch(self): self._remove_hook()
-    def after_train(self): self._restore()
-    def after_cancel_train(self): self._restore()
-    def after_cancel_fit(self): self._restore()
-    def after_fit(self): self._restore()
-    def before_validate(self): self._restore()
 
     def _remove_hook(self):
         if self._hook is not None: self._hook.remove()
@@ -411,7 +436,7 @@ class LatentCallback(Callback):
 # %% ../nbs/00_core.ipynb #ed1ab42a
 MIX_MODES = ('sample', 'batch')
 
-class MixCallback(Callback):
+class MixCallback(RestoreOnExit, Callback):
     "Base for callbacks that mix pairs of training samples: owns the loss swap, the pairing and their clean-up"
     run_valid,order,loss_class = False,20,MixedLoss
     _stateattrs = ('_loss','_hooks','_guard','_embs','lam','perm')
@@ -464,11 +489,6 @@ class MixCallback(Callback):
         self._remove_hooks()
         if self._loss is not None: self._loss.clear()
     def after_cancel_batch(self): self.after_batch()
-    def after_train(self): self._restore()
-    def after_cancel_train(self): self._restore()
-    def after_cancel_fit(self): self._restore()
-    def after_fit(self): self._restore()
-    def before_validate(self): self._restore()
 
     def add_hook(self, hook:BatchHook)->BatchHook:
         "Keep `hook` alive until this batch's forward pass ends, normally or by an exception"

@@ -13,6 +13,7 @@ from fastai.vision.learner import *
 from fastai.vision.models import *
 from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.callback.progress import *
+from .core import check_range
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_PATH', 'FASHION_MNIST_ENV', 'FASHION_MNIST_CLASSES', 'DIAMONDS_CAT', 'DIAMONDS_CONT', 'MODALITIES',
@@ -62,7 +63,7 @@ def stratified_subset(labels, n:int|None, seed:int=0)->np.ndarray:
 
 def holdout_split(labels, frac:float=0.2, seed:int=0)->tuple:
     "Positions of a fixed stratified split of `labels` into a training part and a held-out share `frac`"
-    if not 0 < frac < 1: raise ValueError(f"`holdout` must be in (0, 1), got {frac!r}")
+    check_range('holdout', frac, 0, 1, lo_open=True, hi_open=True, what='')
     labels = np.asarray(labels)
     held = stratified_subset(labels, max(1, int(round(len(labels)*frac))), seed=seed+1)
     return np.setdiff1d(np.arange(len(labels)), held),held

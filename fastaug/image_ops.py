@@ -382,7 +382,7 @@ class _BeforeIntToFloat(ItemTransform):
         x = self.cb.augment_bytes(b[0])
         return b if x is b[0] else type(b)([x, *b[1:]])
 
-class ImagePolicy(PolicyCallback):
+class ImagePolicy(RestoreOnExit, PolicyCallback):
     "Augment training images with the current `Policy` of image operations, batched on the images' own pixel values"
     kind,run_valid,order = 'image',False,10
     _stateattrs = ('_pipe','_fs','_done','_stats')
@@ -447,12 +447,6 @@ class ImagePolicy(PolicyCallback):
         v = apply_policy(self.policy, v.clamp(0, 1), fill=self._fill())
         if self._stats is not None: v = (v - mean)/std
         return retype(v.to(x.dtype), x)
-
-    def after_train(self): self._restore()
-    def after_cancel_train(self): self._restore()
-    def after_cancel_fit(self): self._restore()
-    def after_fit(self): self._restore()
-    def before_validate(self): self._restore()
 
     def _restore(self):
         "Take our transform out of the training loader's pipeline"

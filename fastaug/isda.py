@@ -215,16 +215,14 @@ def isda_logits(
 # %% ../nbs/07_isda.ipynb #612d5450
 class ISDALoss(LossWrapper):
     "The user's loss on logits augmented with `ISDA`'s covariance term during training; the user's loss otherwise"
-    def __init__(self, loss_func, owner): super().__init__(loss_func); self.owner = owner
+    def __init__(self, loss_func, owner): super().__init__(loss_func, owner)
     @property
-    def active(self)->bool:
-        o = self.owner
-        return o.learn is not None and o.training and o.estimator is not None and o.lam > 0
+    def active(self)->bool: return super().active and self.owner.estimator is not None and self.owner.lam > 0
     def __call__(self, pred, *yb):
         if not yb or not self.active: return self.loss_func(pred, *yb)
         return self.loss_func(self.owner.augment(pred, yb[0]), *yb)
 
-class ISDA(LatentCallback):
+class ISDA(CountsEpochs, LatentCallback):
     "Train on the closed-form bound of the loss over features augmented along class covariances (Wang et al., 2019)"
     _stateattrs = LatentCallback._stateattrs + ('estimator', '_head_ref')
     def __init__(self,
@@ -257,7 +255,8 @@ class ISDA(LatentCallback):
 
     def before_train(self):
         "The estimator is made when training starts"
-        self._trains,h = True,self.head
+        self.mark_training()
+        h = self.head
         if self.estimator is None: self.estimator = CovarianceEstimator(h.out_features, h.in_features, self.cov, device=h.weight.device)
         else: self.estimator.to(h.weight.device)
         super().before_train()
@@ -279,12 +278,6 @@ class ISDA(LatentCallback):
             self._verify = False
             self._check_output(self._hook.z, self.pred)
         super().after_pred()
-
-    def after_cancel_epoch(self): self._trains = True  # skipped by `fit(start_epoch=)`, or cancelled: it counts
-    def after_epoch(self):
-        "Count the epochs of training: not lr_find's, nor those `get_preds` and `validate` run without training"
-        if self._trains and not in_lr_find(self.learn): self.epochs_done += 1
-        self._trains = False
 
     def augment(self, pred:Tensor, y:Tensor)->Tensor:
         "`pred` with the ISDA term of each row's label `y` added"

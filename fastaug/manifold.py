@@ -77,10 +77,7 @@ def _trunk_blocks(model:nn.Module, head:nn.Module|None)->list:
         m = nxt[0]
 
 # %% ../nbs/03_manifold.ipynb #64303362
-def _check_depth(depth):
-    if not (isinstance(depth, numbers.Real) and not isinstance(depth, bool) and 0 < depth <= 1):
-        raise ValueError(f"`depth` must be a number in (0, 1], got {depth!r}")
-    return depth
+def _check_depth(depth): return check_range('depth', depth, 0, 1, lo_open=True)
 
 def _find_head_or_none(model):
     try: return find_head(model)

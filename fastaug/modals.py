@@ -268,13 +268,11 @@ def discriminator_loss(disc:nn.Module, fake:Tensor, real:Tensor|None=None)->Tens
 class ExtraLoss(LossWrapper):
     "The user's loss plus a batch-level term set for each training batch (MODALS' triplet and adversarial losses)"
     def __init__(self, loss_func, owner=None):
-        super().__init__(loss_func)
-        self.owner,self.extra = owner,None
+        super().__init__(loss_func, owner)
+        self.extra = None
 
     @property
-    def active(self)->bool:
-        o = self.owner
-        return self.extra is not None and (o is None or (o.learn is not None and o.training))
+    def active(self)->bool: return self.extra is not None and super().active
 
     def __call__(self, pred, *yb):
         loss = self.loss_func(pred, *yb)
@@ -292,6 +290,13 @@ def modals_policy(
 )->Policy:
     "A fixed policy of MODALS' latent operations, all at the same levels, with the authors' 0.2/0.7/0.1 weights"
     return Policy([(o, prob, mag) for o in ops for _ in range(check_int('copies', copies))], n_ops_weights=MODALS_N_OPS_WEIGHTS)
+
+# %% ../nbs/06_modals.ipynb #c0ffee06
+def _adam(params, lr):
+    "Adam with the GAN betas, fused where the device supports it (a third faster on CPU), else `foreach`"
+    params = list(params)
+    try: return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), fused=True)
+    except (RuntimeError, TypeError, ValueError): return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), foreach=True)
 
 # %% ../nbs/06_modals.ipynb #a78d0d9c
 class MODALS(LatentCallback, PolicyCallback):
@@ -336,136 +341,110 @@ class MODALS(LatentCallback, PolicyCallback):
         if p is not None and not isinstance(p, Policy): p = Policy(p, n_ops_weights=MODALS_N_OPS_WEIGHTS)
         PolicyCallback.policy.fset(self, p)
 
-# %% ../nbs/06_modals.ipynb #e687aaac
-@patch
-def _horizon(self:MODALS)->int|None:
-    if self.refresh == 'epoch' or self.horizon is None: return None
-    if self.horizon != 'epoch': return self.horizon
-    ds = getattr(self.dls.train, 'dataset', None)
-    n = len(ds) if hasattr(ds, '__len__') else 0
-    return max(2, math.ceil(n/self.n_classes)) if n else None
+    def _horizon(self)->int|None:
+        if self.refresh == 'epoch' or self.horizon is None: return None
+        if self.horizon != 'epoch': return self.horizon
+        ds = getattr(self.dls.train, 'dataset', None)
+        n = len(ds) if hasattr(ds, '__len__') else 0
+        return max(2, math.ceil(n/self.n_classes)) if n else None
 
-def _adam(params, lr):
-    "Adam with the GAN betas, fused where the device supports it (a third faster on CPU), else `foreach`"
-    params = list(params)
-    try: return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), fused=True)
-    except (RuntimeError, TypeError, ValueError): return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), foreach=True)
+    def _setup(self):
+        dev,d,C = self.head.weight.device,self.head.in_features,self.n_classes
+        mem = self.memory
+        if mem is None or (mem.n_classes, mem.n_dims, mem.bank_size) != (C, d, self.bank_size):
+            self.memory = ClassMemory(C, d, self.bank_size, device=dev)
+        self.memory.horizon = self._horizon()
+        self.memory.to(dev)
+        if not self.adv_weight: return
+        disc = self.disc
+        if disc is None or disc[0].in_features != d or next(disc.parameters()).device != dev:
+            self.disc = Discriminator(d).to(dev)
+            for p in self.disc.parameters(): broadcast_first(p.data)  # the same start on every rank
+            self.disc_opt = _adam(self.disc.parameters(), self.disc_lr)
 
-@patch
-def _setup(self:MODALS):
-    dev,d,C = self.head.weight.device,self.head.in_features,self.n_classes
-    mem = self.memory
-    if mem is None or (mem.n_classes, mem.n_dims, mem.bank_size) != (C, d, self.bank_size):
-        self.memory = ClassMemory(C, d, self.bank_size, device=dev)
-    self.memory.horizon = self._horizon()
-    self.memory.to(dev)
-    if not self.adv_weight: return
-    disc = self.disc
-    if disc is None or disc[0].in_features != d or next(disc.parameters()).device != dev:
-        self.disc = Discriminator(d).to(dev)
-        for p in self.disc.parameters(): broadcast_first(p.data)  # the same start on every rank
-        self.disc_opt = _adam(self.disc.parameters(), self.disc_lr)
+    def make_loss(self, loss_func):
+        "The user's loss plus the triplet and adversarial terms"
+        return ExtraLoss(loss_func, owner=self)
 
-@patch
-def before_fit(self:MODALS):
-    "Find the head; the memory and the discriminator are made when training starts, never for `get_preds` or `predict`"
-    super(MODALS, self).before_fit()
+    def before_train(self):
+        "Make or fit the memory and the discriminator: only training makes them, never `get_preds` or `predict`"
+        self._setup()
+        super().before_train()
+        if self.refresh == 'epoch' and self.collecting: self.rebuild_memory()
 
-@patch
-def make_loss(self:MODALS, loss_func):
-    "The user's loss plus the triplet and adversarial terms"
-    return ExtraLoss(loss_func, owner=self)
+    def latent(self, z:Tensor)->Tensor:
+        "Replace the batch's latents by the policy's augmentation of them, and remember them"
+        if z.ndim != 2:
+            self._restore()
+            raise ValueError(f"MODALS augments a latent of shape (batch, features); the head `{type(self.head).__name__}` "
+                             f"got an input of shape {tuple(z.shape)}: pass `head=` the layer that produces the class scores")
+        zp,y = plain(z),self.labels
+        pol = self.policy
+        out = pol.apply(zp, y=y, memory=self.memory, temperature=self.temperature) if pol is not None and len(pol) else zp
+        self._z,self._zp = zp,out
+        if self.collecting and self.refresh is None: self.memory.update(zp, y, self.hardness(zp, y))
+        return retype(out, z)
 
-@patch
-def before_train(self:MODALS):
-    self._setup()
-    super(MODALS, self).before_train()
-    if self.refresh == 'epoch' and self.collecting: self.rebuild_memory()
+    def hardness(self, z:Tensor, y:Tensor)->Tensor:
+        "How hard each latent is: the loss of its un-augmented prediction, or its distance to the class centre"
+        z = plain(z).detach().float()
+        with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
+            if self.score == 'distance': return (z - self.memory.mean[y]).norm(dim=1)
+            w,b = self.head.weight.detach().float(),self.head.bias
+            return F.cross_entropy(F.linear(z, w, None if b is None else b.detach().float()), y, reduction='none')
 
-# %% ../nbs/06_modals.ipynb #ea956d10
-@patch
-def latent(self:MODALS, z:Tensor)->Tensor:
-    "Replace the batch's latents by the policy's augmentation of them, and remember them"
-    if z.ndim != 2:
-        self._restore()
-        raise ValueError(f"MODALS augments a latent of shape (batch, features); the head `{type(self.head).__name__}` "
-                         f"got an input of shape {tuple(z.shape)}: pass `head=` the layer that produces the class scores")
-    zp,y = plain(z),self.labels
-    pol = self.policy
-    out = pol.apply(zp, y=y, memory=self.memory, temperature=self.temperature) if pol is not None and len(pol) else zp
-    self._z,self._zp = zp,out
-    if self.collecting and self.refresh is None: self.memory.update(zp, y, self.hardness(zp, y))
-    return retype(out, z)
+    def after_pred(self):
+        super().after_pred()
+        if self._z is None or self._loss is None: return
+        y,terms = self.labels,{}
+        with torch.autocast(self._z.device.type, enabled=False):
+            if self.triplet_weight: terms['triplet'] = triplet_loss(self._z, y, self.margin, self.mining)
+            if self.adv_weight: terms['adv'] = adversarial_loss(self.disc, self._zp)
+            extra = sum((getattr(self, f'{k}_weight')*v for k,v in terms.items()), self._z.new_zeros((), dtype=torch.float32))
+        self.terms = terms
+        self._loss.extra = extra if terms else None
 
-@patch
-def hardness(self:MODALS, z:Tensor, y:Tensor)->Tensor:
-    "How hard each latent is: the loss of its un-augmented prediction, or its distance to the class centre"
-    z = plain(z).detach().float()
-    with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
-        if self.score == 'distance': return (z - self.memory.mean[y]).norm(dim=1)
-        w,b = self.head.weight.detach().float(),self.head.bias
-        return F.cross_entropy(F.linear(z, w, None if b is None else b.detach().float()), y, reduction='none')
+    def after_batch(self):
+        super().after_batch()
+        if self._zp is not None and self.adv_weight and self.collecting: self.step_discriminator()
+        self._clear_batch()
 
-@patch
-def after_pred(self:MODALS):
-    super(MODALS, self).after_pred()
-    if self._z is None or self._loss is None: return
-    y,terms = self.labels,{}
-    with torch.autocast(self._z.device.type, enabled=False):
-        if self.triplet_weight: terms['triplet'] = triplet_loss(self._z, y, self.margin, self.mining)
-        if self.adv_weight: terms['adv'] = adversarial_loss(self.disc, self._zp)
-        extra = sum((getattr(self, f'{k}_weight')*v for k,v in terms.items()), self._z.new_zeros((), dtype=torch.float32))
-    self.terms = terms
-    self._loss.extra = extra if terms else None
+    def step_discriminator(self):
+        "One step of the discriminator on this batch's augmented latents; the model is not touched"
+        with torch.autocast(self._zp.device.type, enabled=False):
+            loss = discriminator_loss(self.disc, self._zp)
+        self.disc_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if is_distributed():
+            for p in self.disc.parameters(): all_reduce_sum(p.grad).div_(world_size())
+        self.disc_opt.step()
+        self.terms['disc'] = loss.detach()
 
-@patch
-def after_batch(self:MODALS):
-    super(MODALS, self).after_batch()
-    if self._zp is not None and self.adv_weight and self.collecting: self.step_discriminator()
-    self._clear_batch()
+    def _clear_batch(self):
+        self._z = self._zp = None
+        if self._loss is not None: self._loss.extra = None
 
-@patch
-def step_discriminator(self:MODALS):
-    "One step of the discriminator on this batch's augmented latents; the model is not touched"
-    with torch.autocast(self._zp.device.type, enabled=False):
-        loss = discriminator_loss(self.disc, self._zp)
-    self.disc_opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if is_distributed():
-        for p in self.disc.parameters(): all_reduce_sum(p.grad).div_(world_size())
-    self.disc_opt.step()
-    self.terms['disc'] = loss.detach()
+    def _restore(self):
+        self._clear_batch()
+        super()._restore()
 
-@patch
-def _clear_batch(self:MODALS):
-    self._z = self._zp = None
-    if self._loss is not None: self._loss.extra = None
-
-# %% ../nbs/06_modals.ipynb #a2435c72
-@patch
-def _restore(self:MODALS):
-    self._clear_batch()
-    super(MODALS, self)._restore()
-
-# %% ../nbs/06_modals.ipynb #011ef160
-@patch
-def rebuild_memory(self:MODALS,
-    dl:DataLoader|None=None # The batches to pass over (default: the training set)
-):
-    "Rebuild the class memory from the latents of a pass over `dl`, with the model in eval mode"
-    dl = self.dls.train if dl is None else dl
-    model,n_inp = self.learn.model,self.dls.n_inp
-    dev = self.head.weight.device
-    was_training = model.training
-    model.eval()
-    self.memory.reset()
-    try:
-        with torch.no_grad():
-            for b in dl:
-                b = to_device(b, dev)
-                y = class_indices(b[n_inp], self.n_classes, 'MODALS')
-                with LatentHook(self.head) as h: model(*b[:n_inp])
-                z = plain(h.z)
-                self.memory.update(z, y, self.hardness(z, y))
-    finally: model.train(was_training)
-    return self.memory
+    def rebuild_memory(self,
+        dl:DataLoader|None=None # The batches to pass over (default: the training set)
+    ):
+        "Rebuild the class memory from the latents of a pass over `dl`, with the model in eval mode"
+        dl = self.dls.train if dl is None else dl
+        model,n_inp = self.learn.model,self.dls.n_inp
+        dev = self.head.weight.device
+        was_training = model.training
+        model.eval()
+        self.memory.reset()
+        try:
+            with torch.no_grad():
+                for b in dl:
+                    b = to_device(b, dev)
+                    y = class_indices(b[n_inp], self.n_classes, 'MODALS')
+                    with LatentHook(self.head) as h: model(*b[:n_inp])
+                    z = plain(h.z)
+                    self.memory.update(z, y, self.hardness(z, y))
+        finally: model.train(was_training)
+        return self.memory

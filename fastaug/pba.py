@@ -36,7 +36,7 @@ def _policy_targets(learn, kind, who:str)->list:
                      f"that applies them (a `PolicyCallback` with kind={kind!r}) to the Learner")
 
 # %% ../nbs/08_pba.ipynb #971d9d11
-class PBA(Callback):
+class PBA(CountsEpochs, Callback):
     "Replay a `PolicySchedule`: at each epoch, set the policy of every `PolicyCallback` of the schedule's kind"
     order = -5  # before the callbacks whose policy it sets
     _stateattrs = ('_targets','_saved')
@@ -73,19 +73,14 @@ class PBA(Callback):
         if self._targets is None:
             self._targets = _policy_targets(self.learn, self.schedule.kind, 'PBA')
             self._saved = [cb.policy for cb in self._targets]
-        self._trains,end = True,self.n_epochs or len(self.schedule)
+        self.mark_training()
+        end = self.n_epochs or len(self.schedule)
         if self.epochs_done >= end and not self._warned:
             warn(f"PBA: epoch {self.epochs_done} is past the {end} epochs the schedule is replayed over; its last policy "
                  "stays in force (pass `n_epochs` to stretch it over a longer run, or call `reset()` for a new run)")
             self._warned = True
         policy = self.schedule.policy_at(self.epochs_done, self.n_epochs)
         for cb in self._targets: cb.policy = policy
-
-    def after_cancel_epoch(self): self._trains = True  # skipped by `fit(start_epoch=)`, or cancelled: it counts
-
-    def after_epoch(self):
-        if self._trains and not in_lr_find(self.learn): self.epochs_done += 1
-        self._trains = False
 
     def after_fit(self):
         "Give the policy callbacks back the policies they had before the fit"
@@ -130,8 +125,7 @@ def exploit_pairs(
     rng:np.random.Generator|int|None=None # A NumPy random generator, or a seed for one
 )->dict:
     "Map each trial of the bottom `quantile` to the random top-`quantile` trial it copies"
-    if not (isinstance(quantile, numbers.Real) and 0 < quantile <= 0.5):
-        raise ValueError(f"`quantile` must be in (0, 0.5], got {quantile!r}")
+    check_range('quantile', quantile, 0, 0.5, lo_open=True, what='')
     if isinstance(scores, (list, tuple)): scores = dict(enumerate(scores))
     rng = np.random.default_rng(rng)
     order = sorted(scores, key=lambda t: _rank_value(scores[t]))  # stable: ties keep the trials' order
@@ -651,8 +645,7 @@ def pba_search(
     if lr is not None: check_positive('lr', lr)
     check_choice('fit_method', fit_method, FIT_METHODS)
     population,epochs,interval = check_int('population', population, 2),check_int('epochs', epochs),check_int('interval', interval)
-    if not (isinstance(quantile, numbers.Real) and 0 < quantile <= 0.5):
-        raise ValueError(f"`quantile` must be in (0, 0.5], got {quantile!r}")
+    check_range('quantile', quantile, 0, 0.5, lo_open=True, what='')
     check_prob('resample_p', resample_p)
     if isinstance(ops, str) or not ops: raise ValueError(f"`ops` must be a non-empty list of operation names, got {ops!r}")
     ops = list(ops)
