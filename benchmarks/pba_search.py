@@ -17,7 +17,7 @@ import numpy as np, torch
 from fastai.basics import Learner, accuracy
 from fastaug.datasets import image_dls, image_cnn, fixed_split
 from fastaug.image_ops import ImagePolicy, IMAGE_OPS
-from fastaug.pba import pba_search
+from fastaug.search import pba_search
 
 def digits_dls(bs=64):
     from sklearn.datasets import load_digits

@@ -11,3 +11,5 @@ from .image_ops import *
 from .modals import *
 from .isda import *
 from .pba import *
+from .checkpoint import *
+from .search import *

@@ -16,13 +16,14 @@ from .modals import *
 from .isda import *
 from .policy import *
 from .pba import *
+from .checkpoint import append_record
+from .search import *
 
 # %% auto #0
 __all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'EPOCHS', 'searched_modals', 'replay_callbacks', 'applies', 'all_methods',
            'train_eval', 'search_schedule', 'best_fixed_policy', 'mean_std', 'paired_gains', 'summarise', 'known_first',
            'method_rank', 'search_key', 'markdown_table', 'compact_table', 'plot_gains', 'epochs_of', 'regime_data',
-           'machine', 'values_by', 'mixed_machines', 'run_key', 'read_runs', 'append_run', 'run_benchmark', 'report',
-           'demo', 'main']
+           'machine', 'values_by', 'mixed_machines', 'run_key', 'read_runs', 'run_benchmark', 'report', 'demo', 'main']
 
 # %% ../nbs/09_bench.ipynb #1f0b20fe
 METHODS = {
@@ -264,14 +265,6 @@ def read_runs(path)->list:
             raise ValueError(f"{path}, line {i+1}: not a JSON record; fix or remove the line") from None
     return runs
 
-def append_run(path, run:dict):
-    "Append `run` to the JSON-lines file `path` and flush it to disk"
-    path = Path(path)
-    text = path.read_bytes() if path.exists() else b''
-    if text and not text.endswith(b'\n'): path.write_bytes(text[:text.rfind(b'\n')+1])  # drop a record cut short
-    with open(path, 'a') as f:
-        f.write(json.dumps(run) + '\n'); f.flush(); os.fsync(f.fileno())
-
 # %% ../nbs/09_bench.ipynb #5da6f336
 def run_benchmark(
     out:str|Path='bench_results', # Output directory (resumes what it holds)
@@ -315,7 +308,7 @@ def run_benchmark(
             cbs = replay_callbacks(sched)
         if hasattr(bar, 'comment'): bar.comment = f"{k} {r} {p['method']} seed {p['seed']}"
         res = train_eval(k, p['method'], seed=p['seed'], epochs=p['epochs'], lr=lr, dls=dls, cbs=cbs)
-        append_run(log, {**res, **p, 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'threads': torch.get_num_threads(),
+        append_record(log, {**res, **p, 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'threads': torch.get_num_threads(),
                         'machine': here})
     return report(out, plan)
 

@@ -19,9 +19,9 @@ from .core import check_range
 __all__ = ['FASHION_MNIST_PATH', 'FASHION_MNIST_ENV', 'FASHION_MNIST_CLASSES', 'DIAMONDS_CAT', 'DIAMONDS_CONT', 'MODALITIES',
            'MissingDataError', 'package_file', 'fixed_split', 'stratified_subset', 'holdout_split', 'read_idx',
            'fashion_mnist_path', 'has_fashion_mnist', 'load_fashion_mnist', 'load_mnist_5k', 'image_dls',
-           'fashion_mnist', 'mnist_5k', 'sample_image_crops', 'load_diamonds', 'diamonds', 'TensorSeries', 'show_batch',
-           'show_results', 'load_mnist1d', 'series_dls', 'mnist1d', 'load_rotten_tomatoes', 'rotten_tomatoes',
-           'image_cnn', 'series_cnn', 'get_dls', 'get_learner']
+           'fashion_mnist', 'mnist_5k', 'sample_image_crops', 'digits', 'load_diamonds', 'diamonds', 'TensorSeries',
+           'show_batch', 'show_results', 'load_mnist1d', 'series_dls', 'mnist1d', 'load_rotten_tomatoes',
+           'rotten_tomatoes', 'image_cnn', 'series_cnn', 'get_dls', 'get_learner']
 
 # %% ../nbs/01_datasets.ipynb #6d8b4627
 class MissingDataError(FileNotFoundError):
@@ -179,6 +179,15 @@ def sample_image_crops(n:int=512, size:int=32, seed:int=0)->tuple:
     rs,cs = rng.randint(0, 142-size, n),rng.randint(0, 213-size, n)
     x = np.stack([ims[c][r:r+size, s:s+size] for c,r,s in zip(y, rs, cs)]).transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(x)),torch.from_numpy(y)
+
+# %% ../nbs/01_datasets.ipynb #d1g175a1
+def digits(bs:int=64, **kwargs)->DataLoaders:
+    "scikit-learn's 1,797 8×8 digits as grey image `DataLoaders`, with a fixed 70/30 split: small enough for a search"
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x,y = (d.images*16).clip(0, 255).astype(np.uint8),d.target
+    tr,va = fixed_split(len(y), 0.3)
+    return image_dls(x[tr], y[tr], x[va], y[va], [str(i) for i in range(10)], bs=bs, **kwargs)
 
 # %% ../nbs/01_datasets.ipynb #8240ef6f
 DIAMONDS_CAT = ['color', 'clarity']

@@ -8,6 +8,7 @@ import json
 from typing import NamedTuple
 from fastai.basics import *
 from .core import *
+from .checkpoint import write_json
 
 # %% auto #0
 __all__ = ['OP_KINDS', 'OPS', 'PROB_LEVELS', 'MAG_LEVELS', 'SCHEDULE_FORMAT', 'Op', 'register_op', 'get_op', 'ops_of',
@@ -227,12 +228,9 @@ class PolicySchedule:
         return res
 
     def save(self, path)->Path:
-        "Write the schedule as JSON to `path`"
-        path = Path(path)
-        tmp = path.with_name(path.name + '.tmp')
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
-        return path
+        "Write the schedule as JSON to `path`, atomically"
+        write_json(self.to_dict(), path)
+        return Path(path)
 
     @classmethod
     def load(cls, path)->PolicySchedule:

@@ -21,6 +21,8 @@ from fastaug.image_ops import *
 from fastaug.modals import *
 from fastaug.isda import *
 from fastaug.pba import *
+from fastaug.checkpoint import *
+from fastaug.search import *
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -15,7 +15,7 @@ from fastaug.policy import Policy, PolicyCallback
 from fastaug.image_ops import IMAGE_OPS, ImagePolicy, get_op
 from fastaug.isda import ISDA, CovarianceEstimator
 from fastaug.modals import MODALS
-from fastaug.pba import pba_search
+from fastaug.search import pba_search
 from fastaug.bench import main as bench_main
 from conftest import same
 from test_integration import (CALLBACKS, Run, Spy, tiny_learner, check_clean, pipelines, tensors, hooks_on, loss_chain,

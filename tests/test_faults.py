@@ -10,7 +10,8 @@ import hashlib, json, os, pickle, re, shutil, signal, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest, torch
-from fastaug.pba import CheckpointError, load_checkpoint
+from fastaug.checkpoint import CheckpointError
+from fastaug.search import load_checkpoint
 from conftest import same
 
 TESTS = Path(__file__).parent
@@ -23,7 +24,7 @@ sys.path.insert(0, {tests!r})
 import torch
 torch.set_num_threads(1)
 from fastai.callback.core import Callback
-import fastaug.pba as pba
+import fastaug.checkpoint as checkpoint, fastaug.search as search
 from test_pba import make_learner, OPS3
 kind,at = {kind!r},{at}
 seen = dict(batch=0, written=0, renamed=0)
@@ -41,12 +42,12 @@ def learner():
     learn = make_learner()
     learn.add_cb(Point())
     return learn
-real = pba._atomic_write
+real = checkpoint.atomic_write
 def write(path, fn):
     real(path, lambda f: (fn(f), point('written', path)))  # contents in the temporary file, not yet renamed
     point('renamed', path)
-pba._atomic_write = write
-res = pba.pba_search(learner, OPS3, path={path!r}, **{search!r})
+checkpoint.atomic_write = write
+res = search.pba_search(learner, OPS3, path={path!r}, **{search!r})
 print('finished', res.best, flush=True)
 '''
 
@@ -125,7 +126,7 @@ DAMAGE = {
 def test_damaged_file_is_reported_with_its_path_never_retrained(killed, tmp_path, name):
     "A damaged file in a killed-and-resumed search's directory stops the next resume with its path; nothing changes"
     from test_pba import make_learner, OPS3
-    from fastaug.pba import pba_search
+    from fastaug.search import pba_search
     src,_ = killed
     path = tmp_path/'s'
     shutil.copytree(src, path)

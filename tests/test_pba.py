@@ -11,8 +11,10 @@ from fastai.metrics import accuracy, error_rate
 from fastai.torch_core import no_random
 from fastaug.policy import *
 from fastaug.pba import *
+from fastaug.checkpoint import *
+from fastaug.search import *
 from fastaug.datasets import image_dls, image_cnn, fixed_split
-import fastaug.pba as pba_module
+import fastaug.checkpoint as checkpoint_module
 from conftest import same
 
 # ---------------------------------------------------------------- toy operations, callbacks and data
@@ -364,14 +366,14 @@ class Killed(BaseException): "The process died here"
 
 def kill_at_write(monkeypatch, n:int):
     "Make the search die at its `n`-th write (a checkpoint or a record), leaving a half-written temporary file"
-    real,count = pba_module._atomic_write,[0]
+    real,count = checkpoint_module.atomic_write,[0]
     def write(path, fn):
         count[0] += 1
         if count[0] == n:
             Path(str(path) + '.tmp').write_bytes(b'half a file')
             raise Killed(f'died writing {path}')
         return real(path, fn)
-    monkeypatch.setattr(pba_module, '_atomic_write', write)
+    monkeypatch.setattr(checkpoint_module, 'atomic_write', write)
 
 def same_result(a, b):
     return a.scores == b.scores and a.schedules == b.schedules and a.lineage == b.lineage and a.exploits == b.exploits
@@ -453,7 +455,7 @@ sys.path.insert(0, {tests!r})
 import torch
 torch.set_num_threads(1)
 from test_pba import make_learner, OPS3, SEARCH
-from fastaug.pba import pba_search
+from fastaug.search import pba_search
 print('ready', flush=True)
 pba_search(make_learner, OPS3, path={path!r}, **{{**SEARCH, 'epochs': 6}})
 '''
