@@ -48,9 +48,10 @@ bench: $(VENV)/.installed
 ## everything CI runs
 test: $(VENV)/.installed-dev check-nbs check-readme nbtest pytest
 
-## notebooks must be clean, and the library must be what the notebooks export
+## notebooks must be clean, the library must be what the notebooks export, and its lines at most 120 characters
 check-nbs: $(VENV)/.installed-dev
 	$(PY) tools/check_sync.py $(BIN)
+	$(PY) tools/check_lines.py
 
 ## README.md must be what nbs/index.ipynb renders to
 check-readme: $(VENV)/.installed-dev

@@ -1,4 +1,4 @@
-"`from fastaug.all import *`: fastai's basics and callbacks and every public name of fastaug, as `fastai.vision.all` does"
+"`from fastaug.all import *`: fastai's basics and callbacks and every public name of fastaug, like `fastai.vision.all`"
 # Written by hand, like fastai's own `all` modules: it holds only imports, so no notebook exports it.
 from fastai.basics import *
 from fastai.callback.all import *

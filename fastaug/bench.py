@@ -104,7 +104,8 @@ def search_schedule(
     sched_file,rec_file = path/'schedule.json',path/'search.json'
     if sched_file.exists() and rec_file.exists():
         rec = json.loads(rec_file.read_text())
-        want = dict(modality=modality, epochs=epochs, population=population, interval=interval, seed=seed, lr=lr, metric=metric)
+        want = dict(modality=modality, epochs=epochs, population=population, interval=interval, seed=seed, lr=lr,
+                    metric=metric)
         check_same_settings(path, rec, want, "remove it to search again, or give another `path`")
         return PolicySchedule.load(sched_file),rec
     hold = get_dls(modality, holdout=0.2, **data)
@@ -156,11 +157,13 @@ def summarise(runs:list, baseline:str='none', searches:dict|None=None)->pd.DataF
                'time ×': f"{g.seconds.median()/b.seconds.median():.2f}" if len(b) else ''}
         if searches is not None:
             s = searches.get(search_key(where['modality'], where.get('regime', 'full')))
-            row['search ×'] = f"{s['seconds']/b.seconds.median():.1f}" if s and where['method'] in SEARCHED and len(b) else ''
+            searched = s and where['method'] in SEARCHED and len(b)
+            row['search ×'] = f"{s['seconds']/b.seconds.median():.1f}" if searched else ''
         rows.append(row)
     mods = {k: i for i,k in enumerate(known_first(df.modality, MODALITIES))}
     regs = {k: i for i,k in enumerate(known_first(df.get('regime', []), REGIMES))}
-    return pd.DataFrame(sorted(rows, key=lambda r: (mods[r['modality']], regs.get(r.get('regime')), method_rank(r['method']))))
+    order = lambda r: (mods[r['modality']], regs.get(r.get('regime')), method_rank(r['method']))
+    return pd.DataFrame(sorted(rows, key=order))
 
 def known_first(names, known)->list:
     "The distinct `names`, those in `known` first in its order, then any other in order of appearance"
@@ -227,11 +230,13 @@ def regime_data(modality:str, regime:str, n_full:int)->dict:
     return {} if REGIMES[regime] == 1 else dict(n_train=int(round(n_full*REGIMES[regime])))
 
 def machine()->str:
-    "What a run's floating-point results depend on besides its seed and threads: the CPU, the GPU if any, torch's version"
+    "What a run's floating-point results depend on besides its seed and threads: CPU, GPU if any, torch's version"
     info = Path('/proc/cpuinfo').read_text() if Path('/proc/cpuinfo').exists() else platform.processor()
-    cpu = next((l.split(':', 1)[1].strip() for l in info.splitlines() if l.startswith('model name')), platform.machine())
+    cpu = next((l.split(':', 1)[1].strip() for l in info.splitlines() if l.startswith('model name')),
+               platform.machine())
     flags = next((l for l in info.splitlines() if l.startswith('flags')), '')
-    gpu = f"; {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ''  # fastai trains there when there is one
+    # fastai trains on the GPU when there is one
+    gpu = f"; {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ''
     return f"{cpu}; torch {torch.__version__}; {hashlib.sha1(flags.encode()).hexdigest()[:8]}{gpu}"
 
 def values_by(runs:list, key:Callable, value:Callable)->dict:
@@ -242,7 +247,8 @@ def values_by(runs:list, key:Callable, value:Callable)->dict:
 
 def mixed_machines(runs:list)->list:
     "The (modality, regime, seed) groups of `runs` whose runs were made on different machines"
-    seen = values_by([r for r in runs if 'machine' in r], lambda r: (r['modality'], r['regime'], r['seed']), lambda r: r['machine'])
+    seen = values_by([r for r in runs if 'machine' in r], lambda r: (r['modality'], r['regime'], r['seed']),
+                     lambda r: r['machine'])
     return [k for k,v in seen.items() if len(v) > 1]
 
 def run_key(r:dict)->tuple:
@@ -260,7 +266,8 @@ def read_runs(path)->list:
         try: runs.append(json.loads(line))
         except json.JSONDecodeError:
             if i == len(lines)-1 and not text.endswith('\n'):
-                warnings.warn(f"{path}: dropped an incomplete last line (a run interrupted while it was being recorded)")
+                warnings.warn(f"{path}: dropped an incomplete last line "
+                              "(a run interrupted while it was being recorded)")
                 continue
             raise ValueError(f"{path}, line {i+1}: not a JSON record; fix or remove the line") from None
     return runs
@@ -303,13 +310,14 @@ def run_benchmark(
         dls,kw = loaded['dls'],loaded['kw']
         cbs = None
         if p['method'] in SEARCHED:
-            sched,searches[search_key(k, r)] = search_schedule(k, out/'searches'/search_key(k, r), epochs=p['epochs'], lr=lr,
-                population=population, interval=interval, metric=search_metric, progress=False, **kw)
+            sched,searches[search_key(k, r)] = search_schedule(
+                k, out/'searches'/search_key(k, r), epochs=p['epochs'], lr=lr, population=population,
+                interval=interval, metric=search_metric, progress=False, **kw)
             cbs = replay_callbacks(sched)
         if hasattr(bar, 'comment'): bar.comment = f"{k} {r} {p['method']} seed {p['seed']}"
         res = train_eval(k, p['method'], seed=p['seed'], epochs=p['epochs'], lr=lr, dls=dls, cbs=cbs)
-        append_record(log, {**res, **p, 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'threads': torch.get_num_threads(),
-                        'machine': here})
+        append_record(log, {**res, **p, 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds),
+                            'threads': torch.get_num_threads(), 'machine': here})
     return report(out, plan)
 
 def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
@@ -323,16 +331,18 @@ def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
                 if (d/'search.json').exists()}
     budgets = values_by(runs, lambda r: search_key(r['modality'], r['regime']), lambda r: (r['epochs'], r['lr']))
     for k,b in budgets.items():
-        if len(b) > 1: raise ValueError(f"{out/'runs.jsonl'} holds runs of {k} with several budgets (epochs, lr): "
-                                        f"{sorted(b)}; report one budget at a time (move the others' runs out of the file)")
+        if len(b) > 1: raise ValueError(
+            f"{out/'runs.jsonl'} holds runs of {k} with several budgets (epochs, lr): {sorted(b)}; report one budget "
+            "at a time (move the others' runs out of the file)")
     sizes = values_by(runs, lambda r: search_key(r['modality'], r['regime']), lambda r: (r['n_train'], r['n_valid']))
     for k,s in sizes.items():
         if len(s) > 1: raise ValueError(
-            f"{out/'runs.jsonl'} holds runs of {k} on data of several sizes (n_train, n_valid): {sorted(s)}, e.g. Fashion-MNIST "
-            "and its MNIST 5k fallback on a machine without it; report one data set at a time")
+            f"{out/'runs.jsonl'} holds runs of {k} on data of several sizes (n_train, n_valid): {sorted(s)}, e.g. "
+            "Fashion-MNIST and its MNIST 5k fallback on a machine without it; report one data set at a time")
     if mixed := mixed_machines(runs): warnings.warn(
         f"{out/'runs.jsonl'}: the runs of {', '.join(f'{k} {r} seed {s}' for k,r,s in mixed)} were made on different "
-        "machines, so their paired differences include the machines' floating-point differences: rerun them on one machine")
+        "machines, so their paired differences include the machines' floating-point differences: "
+        "rerun them on one machine")
     tbl = summarise(runs, searches=searches)
     setting = dict(date=time.strftime('%Y-%m-%d'), seeds=sorted({r['seed'] for r in runs}),
                    epochs={k: next(iter(b))[0] for k,b in budgets.items()},
@@ -365,13 +375,16 @@ def demo(
     start = time.perf_counter()
     sched,rec = search_schedule(modality, out/'search', epochs=epochs, population=population, interval=interval,
                                 metric=search_metric, **kw)
-    print(f"search: {rec['seconds']:.0f} s, best trial {rec['best_trial']} ({rec['metric']} {rec['best_score']:.4f} on the hold-out)")
-    fig = sched.plot(title=f'PBA schedule of MODALS operations ({modality})'); fig.savefig(out/'schedule.png', dpi=110); plt.close(fig)
+    print(f"search: {rec['seconds']:.0f} s, best trial {rec['best_trial']} ({rec['metric']} {rec['best_score']:.4f} "
+          "on the hold-out)")
+    fig = sched.plot(title=f'PBA schedule of MODALS operations ({modality})')
+    fig.savefig(out/'schedule.png', dpi=110); plt.close(fig)
     if 'best_fixed_policy' not in rec:
-        raise ValueError(f"{out/'search'/'search.json'} was written by an older fastaug and lacks the best fixed policy: "
-                         "remove the directory to search again")
+        raise ValueError(f"{out/'search'/'search.json'} was written by an older fastaug and lacks the best fixed "
+                         "policy: remove the directory to search again")
     methods = {'none': lambda: [], 'modals (default policy)': lambda: [MODALS()]}
-    if rec['best_fixed_policy'] is None: print("the search tried no policy that applies an operation: no best fixed policy")
+    if rec['best_fixed_policy'] is None:
+        print("the search tried no policy that applies an operation: no best fixed policy")
     else:
         fixed = Policy(rec['best_fixed_policy'], n_ops_weights=MODALS_N_OPS_WEIGHTS)
         print(f"best fixed policy: {fixed}")
@@ -386,8 +399,8 @@ def demo(
     table = markdown_table(tbl.drop(columns='modality'))
     (out/'results.md').write_text(table + '\n')
     plain = np.mean([r['seconds'] for r in runs if r['method'] == 'none'])
-    print('\n' + table + f"\n\nsearch cost: {rec['seconds']:.0f} s ({rec['seconds']/plain:.1f}× one run without augmentation);"
-          f" schedule plot: {out/'schedule.png'}; total {time.perf_counter()-start:.0f} s")
+    print('\n' + table + f"\n\nsearch cost: {rec['seconds']:.0f} s ({rec['seconds']/plain:.1f}× one run without "
+          f"augmentation); schedule plot: {out/'schedule.png'}; total {time.perf_counter()-start:.0f} s")
     return runs,table
 
 # %% ../nbs/09_bench.ipynb #07d7b950
@@ -395,8 +408,10 @@ def main(argv=None):
     "Command line of the benchmark and the demo"
     p = argparse.ArgumentParser(prog='python -m fastaug.bench', description=__doc__)
     p.add_argument('command', nargs='?', default='run', choices=['run', 'demo', 'report'],
-                   help='run: the benchmark (resumes); demo: a PBA search, its replay and a table; report: redo the table and plot')
-    p.add_argument('--out', default=None, help='output directory (default: bench_results, or demo_results for the demo)')
+                   help='run: the benchmark (resumes); demo: a PBA search, its replay and a table; '
+                        'report: redo the table and plot')
+    p.add_argument('--out', default=None,
+                   help='output directory (default: bench_results, or demo_results for the demo)')
     p.add_argument('--modalities', nargs='+', default=None, choices=list(MODALITIES))
     p.add_argument('--methods', nargs='+', default=None, choices=all_methods())
     p.add_argument('--regimes', nargs='+', default=list(REGIMES), choices=list(REGIMES))
@@ -407,13 +422,14 @@ def main(argv=None):
     p.add_argument('--interval', type=int, default=2)
     p.add_argument('--search-metric', default=None, choices=['accuracy', 'valid_loss'],
                    help='hold-out metric that ranks the PBA trials (default: accuracy; the demo: valid_loss)')
-    p.add_argument('--n-train', type=int, default=400, help='demo: a fixed stratified subset of the training set (0: all of it)')
+    p.add_argument('--n-train', type=int, default=400,
+                   help='demo: a fixed stratified subset of the training set (0: all of it)')
     p.add_argument('--small', action='store_true', help="the tests' small data: a quick check that everything runs")
     a = p.parse_args(argv)
     if a.command == 'demo':
-        return demo(a.modalities[0] if a.modalities else 'series', seeds=a.seeds or 5, epochs=a.epochs or 32, n_train=a.n_train or None,
-                    population=a.population, interval=a.interval, search_metric=a.search_metric or 'valid_loss', out=a.out or 'demo_results',
-                    small=a.small)
+        return demo(a.modalities[0] if a.modalities else 'series', seeds=a.seeds or 5, epochs=a.epochs or 32,
+                    n_train=a.n_train or None, population=a.population, interval=a.interval,
+                    search_metric=a.search_metric or 'valid_loss', out=a.out or 'demo_results', small=a.small)
     if a.command == 'report': tbl = report(a.out or 'bench_results')
     else:
         tbl = run_benchmark(a.out or 'bench_results', modalities=a.modalities or MODALITIES, methods=a.methods,

@@ -46,7 +46,8 @@ def rand_features(sizes:list, lam:float)->tuple:
     n = sum(sizes)
     cols = torch.randperm(n)[:round(n*(1 - check_prob('lam', lam)))]
     starts = np.cumsum([0, *sizes])
-    return [((cols[(cols >= a) & (cols < b)] - a).sort().values,) for a,b in zip(starts[:-1], starts[1:])],len(cols)/max(n, 1)
+    segments = [((cols[(cols >= a) & (cols < b)] - a).sort().values,) for a,b in zip(starts[:-1], starts[1:])]
+    return segments,len(cols)/max(n, 1)
 
 def cut_fraction(region:tuple, shape:tuple)->float:
     "The fraction of a tensor with trailing dimensions `shape` that `region` (slices) covers"

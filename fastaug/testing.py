@@ -22,7 +22,8 @@ def pil_image_op(
 )->Image.Image:
     "Operation `name` on one PIL image, with PIL's functions: the per-image reference of the batched operations"
     p = image_op_parameter(name, magnitude, img.height, img.width)
-    fc = tuple(round(255*float(f)) for f in np.broadcast_to(np.asarray(fill, dtype=float).flatten(), (len(img.getbands()),)))
+    fills = np.broadcast_to(np.asarray(fill, dtype=float).flatten(), (len(img.getbands()),))
+    fc = tuple(round(255*float(f)) for f in fills)
     fc = fc[0] if len(fc) == 1 else fc
     affine = lambda m: img.transform(img.size, Image.AFFINE, m, fillcolor=fc)
     if name == 'Rotate': return img.rotate(sign*p, fillcolor=fc)
