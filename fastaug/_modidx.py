@@ -192,6 +192,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'fastaug.datasets.series_dls': ('datasets.html#series_dls', 'fastaug/datasets.py'),
                                   'fastaug.datasets.show_batch': ('datasets.html#show_batch', 'fastaug/datasets.py'),
                                   'fastaug.datasets.show_results': ('datasets.html#show_results', 'fastaug/datasets.py'),
+                                  'fastaug.datasets.split_indices': ('datasets.html#split_indices', 'fastaug/datasets.py'),
                                   'fastaug.datasets.stratified_subset': ('datasets.html#stratified_subset', 'fastaug/datasets.py')},
             'fastaug.image_ops': { 'fastaug.image_ops.ImagePolicy': ('image_ops.html#imagepolicy', 'fastaug/image_ops.py'),
                                    'fastaug.image_ops.ImagePolicy.__init__': ( 'image_ops.html#imagepolicy.__init__',

