@@ -41,10 +41,11 @@ def check_range(name:str, value, lo, hi, lo_open:bool=False, hi_open:bool=False,
         raise ValueError(f"`{name}` must be {what + ' ' if what else ''}in {span}, got {value!r}")
     return value
 
-def check_int(name:str, value, minimum:int=1)->int:
-    "Raise a `ValueError` naming `name` unless `value` is an integer >= `minimum`"
+def check_int(name:str, value, minimum:int=1, or_none:bool=False)->int|None:
+    "Raise a `ValueError` naming `name` unless `value` is an integer >= `minimum` (or None, with `or_none`)"
+    if or_none and value is None: return None
     if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum):
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"`{name}` must be an integer >= {minimum}{' or None' if or_none else ''}, got {value!r}")
     return int(value)
 
 def check_nonnegative(name:str, value)->float:

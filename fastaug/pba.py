@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastai.basics import *
 from .core import *
 from .policy import *
-import math, numbers  # after the star imports
+import math  # after the star imports
 
 # %% auto #0
 __all__ = ['policy_callbacks', 'policy_targets', 'PBA', 'explore', 'rank_value', 'exploit_pairs']
@@ -40,10 +40,8 @@ class PBA(CountsEpochs, Callback):
         if not isinstance(schedule, (PolicySchedule, str, Path)): raise TypeError(
             f"`schedule` must be a PolicySchedule or the path of a schedule file, got {type(schedule).__name__}")
         self.schedule = schedule if isinstance(schedule, PolicySchedule) else PolicySchedule.load(schedule)
-        if n_epochs is not None and (isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral)
-                                     or n_epochs < 1):
-            raise ValueError(f"`n_epochs` must be an integer >= 1 or None, got {n_epochs!r}")
-        self.n_epochs,self.epochs_done,self._warned = n_epochs,0,False
+        self.n_epochs = check_int('n_epochs', n_epochs, or_none=True)
+        self.epochs_done,self._warned = 0,False
         self._init_state()
 
     def _init_state(self):
