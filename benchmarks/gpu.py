@@ -47,10 +47,10 @@ def policy_rows(device, sizes, bs:int, reps:int)->list:
             rows.append((f'image policy {size} px', 'batched uint8 (CPU)', ms, pil/ms, '× PIL'))
     return rows
 
-def isda_rows(device, steps:int, rounds:int)->list:
-    "(part, what, ms, ratio, meaning) of fastaug's and the authors' ISDA step against plain cross-entropy"
+def isda_rows(device, steps:int, rounds:int, sizes:dict)->list:
+    "(part, what, ms, ratio, meaning) of fastaug's and the authors' ISDA step against plain cross-entropy at `sizes`"
     rows = []
-    for name,size in isda_bench.SIZES.items():
+    for name,size in sizes.items():
         t = isda_bench.time_side_by_side(size, steps, rounds, str(device))
         mem = {i: isda_bench.measure_memory(i, size, steps, str(device)) for i in isda_bench.IMPLS}
         err = isda_bench.check_same_logits(size, str(device))
@@ -118,10 +118,11 @@ def main():
     dev = torch.device(a.device)
     name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or platform.machine()
     steps,rounds,reps = (2, 2, 2) if a.quick else (a.steps, a.rounds, 10)
-    if a.quick: isda_bench.SIZES = {k: dict(v, bs=8, n_classes=10, dim=32) for k,v in isda_bench.SIZES.items()}
     start,rows = time.perf_counter(),[]
     if 'policy' in a.parts: rows += policy_rows(dev, [32] if a.quick else [32, 224], 16 if a.quick else 128, reps)
-    if 'isda' in a.parts: rows += isda_rows(dev, steps, rounds)
+    sizes = isda_bench.SIZES
+    if a.quick: sizes = {k: dict(v, bs=8, n_classes=10, dim=32) for k,v in sizes.items()}
+    if 'isda' in a.parts: rows += isda_rows(dev, steps, rounds, sizes)
     if 'steps' in a.parts: rows += step_rows(dev, 8 if a.quick else 128, 32 if a.quick else 224, steps, rounds)
     head = (f"# GPU check: {name}\n\n{time.strftime('%Y-%m-%d')}; torch {torch.__version__}; {a.device}; "
             f"{time.perf_counter() - start:.0f} s{'; quick sizes' if a.quick else ''}"

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_bench.ipynb #bcda1e47
 from __future__ import annotations
-import argparse, hashlib, json, os, platform, random, time, warnings
+import argparse, hashlib, json, platform, random, time, warnings
 from fastai.basics import *
 from fastai.callback.all import *
 from fastprogress.fastprogress import progress_bar

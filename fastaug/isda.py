@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_isda.ipynb #97109008
 from __future__ import annotations
-import math, numbers, weakref
+import weakref
 from fastai.basics import *
 from .core import *
 

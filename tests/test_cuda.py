@@ -4,7 +4,7 @@ image operations equal to the CPU's, a PBA search and the benchmark's small run.
 Skipped, saying why, where CUDA is absent; `tools/gpu_check.sh` runs it on a GPU machine. `FASTAUG_TEST_DEVICE=cpu`
 runs the same tests on the CPU: a check of the tests themselves, where mixed precision is a no-op.
 """
-import inspect, json, math, os, warnings
+import contextlib, inspect, json, math, os, warnings
 import pytest, torch
 from fastai.learner import load_learner
 from fastai.callback.core import Callback
@@ -13,8 +13,7 @@ import fastaug.all
 from fastaug.core import LatentCallback, MixCallback
 from fastaug.policy import Policy, PolicyCallback
 from fastaug.image_ops import IMAGE_OPS, ImagePolicy, get_op
-from fastaug.isda import ISDA, CovarianceEstimator
-from fastaug.modals import MODALS
+from fastaug.isda import CovarianceEstimator
 from fastaug.search import pba_search
 from fastaug.bench import main as bench_main
 from conftest import same
@@ -58,6 +57,14 @@ def device_run(name, modality, tmp_path)->Run:
 
 def on_device(t)->bool: return t.device.type == DEVICE.type
 
+@contextlib.contextmanager
+def cpu_amp_quiet():
+    "Silence fastai's warnings that mixed precision is off, for the check of these tests on the CPU"
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*CUDA is not available.*')
+        warnings.filterwarnings('ignore', message='.*device_type of .cuda.*')
+        yield
+
 def check_statistics(run):
     "Statistics (ISDA's estimator, MODALS' memory and discriminator, ...) live on the model's device, in fp32 or integers"
     stats = run.case.stats(run.learn) if run.case.stats else {}
@@ -70,10 +77,7 @@ def amp_fit(run, mode:str, epochs:int=2):
     learn,prec = run.learn,PrecisionSpy()
     learn.to_fp16() if mode == 'fp16' else learn.to_bf16()
     before = [p.detach().clone() for p in learn.model.parameters()]
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='.*CUDA is not available.*')  # the CPU check: fastai's autocast is off
-        warnings.filterwarnings('ignore', message='.*device_type of .cuda.*')
-        with learn.no_logging(): learn.fit_one_cycle(epochs, 1e-3, cbs=prec)
+    with cpu_amp_quiet(), learn.no_logging(): learn.fit_one_cycle(epochs, 1e-3, cbs=prec)
     assert prec.finite and all(prec.finite), 'a training loss was not finite'
     if ON_GPU: assert prec.preds == {(HALF[mode], 'cuda')}, f'the model ran in {prec.preds}, not {mode} on the GPU'
     assert any(not torch.equal(a, b) for a,b in zip(before, learn.model.parameters())), 'no step changed the weights'
@@ -103,10 +107,7 @@ def wf_get_preds(run):
 def wf_lr_find(run):
     "`lr_find` under fp16 leaves the statistics alone and the Learner clean; the next fit updates them"
     run.learn.to_fp16()
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='.*CUDA is not available.*')
-        warnings.filterwarnings('ignore', message='.*device_type of .cuda.*')
-        wf_lr_find_then_fit(run)
+    with cpu_amp_quiet(): wf_lr_find_then_fit(run)
 
 def wf_export(run):
     "Export after an fp16 fit; the loaded Learner predicts as the trained one, on the GPU and on the CPU"
@@ -224,8 +225,7 @@ def test_pba_search_on_device(tmp_path):
 
 def test_bench_small_on_device(tmp_path):
     "`python -m fastaug.bench run --small`: fastai trains where the data is, the GPU when there is one"
-    if ON_GPU: assert torch.cuda.is_available()
-    else: pytest.skip('the benchmark trains on the default device: this check is for a GPU machine')
+    if not ON_GPU: pytest.skip('the benchmark trains on the default device: this check is for a GPU machine')
     bench_main(['run', '--small', '--out', str(tmp_path), '--seeds', '1'])
     runs = [json.loads(l) for l in (tmp_path/'runs.jsonl').read_text().splitlines()]
     assert runs and all(math.isfinite(r['accuracy']) for r in runs)
