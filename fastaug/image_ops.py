@@ -268,31 +268,37 @@ def autocontrast(x:Tensor)->Tensor:
 # %% ../nbs/05_image_ops.ipynb #82ddb23a
 def cutout(
     x:Tensor, # Images (n, c, h, w)
-    size, # Side of the square in pixels, or (height, width)
+    size, # Side of the square in pixels, or (height, width); each a number or one per sample
     centers:Tensor|None=None, # (row, column) of each sample's centre, shape (n, 2); uniform at random if None
     fill=0. # Colour of the square, in 0-1
 )->Tensor:
-    "Fill a square around each image's centre with `fill`"
+    "Fill a square (or rectangle) around each image's centre with `fill`"
     n,c,h,w = check_images(x, 'cutout').shape
-    sh,sw = (size, size) if isinstance(size, int) else size
-    if not (sh and sw): return x.clone()
+    sh,sw = size if isinstance(size, (tuple, list)) else (size, size)
+    sh,sw = (per_sample(v, n, 'size').long() for v in (sh, sw))
+    if not ((sh > 0) & (sw > 0)).any(): return x.clone()
     if centers is None: cy,cx = torch.randint(h, (n, 1), device=x.device),torch.randint(w, (n, 1), device=x.device)
     else: cy,cx = centers.to(x.device).long()[:, :, None].unbind(1)
     r,cc = torch.arange(h, device=x.device),torch.arange(w, device=x.device)
-    rows = ((r >= cy - sh//2) & (r < cy + sh//2)).to(torch.uint8)
-    cols = ((cc >= cx - sw//2) & (cc < cx + sw//2)).to(torch.uint8)
+    sh,sw = (v.to(x.device).view(-1, 1)//2 for v in (sh, sw))
+    rows = ((r >= cy - sh) & (r < cy + sh)).to(torch.uint8)
+    cols = ((cc >= cx - sw) & (cc < cx + sw)).to(torch.uint8)
     return keep_or_fill(x.clone(), 1 - rows[:, None, :, None]*cols[:, None, None, :], fill)
 
 # %% ../nbs/05_image_ops.ipynb #6fb9e917
 def _level(m:float, top:int)->int: return int(m*top + 1e-6)  # PBA's `int_parameter`, safe from float noise like 0.7*30
 
+def _level_t(m:Tensor, top:int)->Tensor: return (m*top + 1e-6).floor()
+
 def image_op_parameter(
     name:str, # One of `IMAGE_OPS`
-    magnitude:float, # In [0, 1]: PBA's magnitude level / 10
+    magnitude:float|Tensor, # In [0, 1]: PBA's magnitude level / 10; or a tensor of them, one per sample
     h:int=32, # Image height, for the operations measured in pixels
     w:int=32 # Image width
 ):
-    "The unsigned parameter operation `name` applies at `magnitude` to h×w images (None for those without one)"
+    """The unsigned parameter operation `name` applies at `magnitude` to h×w images (None for those without one);
+    for a tensor of magnitudes, an fp64 tensor of parameters (Cutout: a pair), computed as for each number"""
+    if isinstance(magnitude, Tensor): return _parameters(name, magnitude, h, w)
     m = float(magnitude)
     if not 0 <= m <= 1: raise ValueError(f"magnitude must be in [0, 1], got {magnitude!r}")
     if name == 'Rotate': return 30*m
@@ -303,6 +309,22 @@ def image_op_parameter(
     if name == 'Posterize': return max(1, 8 - round(8*m))
     if name == 'Solarize': return 256 - _level(m, 256)
     if name == 'Cutout': return (round(20*m*h/32), round(20*m*w/32))
+    if name in ('Invert', 'Equalize', 'AutoContrast'): return None
+    raise ValueError(f"unknown image operation {name!r}; the image operations are {IMAGE_OPS}")
+
+def _parameters(name:str, m:Tensor, h:int, w:int):
+    "`image_op_parameter` for an fp64 tensor of magnitudes: the same arithmetic, in the same order, on every value"
+    m = m.detach().cpu().to(torch.float64).flatten()
+    if not ((m >= 0) & (m <= 1)).all():
+        raise ValueError(f"magnitudes must be in [0, 1], got {m[(m < 0) | (m > 1)][:5].tolist()}")
+    if name == 'Rotate': return 30*m
+    if name in ('ShearX', 'ShearY'): return 0.3*m
+    if name == 'TranslateX': return (10*m*w/32).round()  # torch rounds half to even, as Python's `round`
+    if name == 'TranslateY': return (10*m*h/32).round()
+    if name in ('Brightness', 'Color', 'Contrast', 'Sharpness'): return m
+    if name == 'Posterize': return (8 - (8*m).round()).clamp(min=1)
+    if name == 'Solarize': return 256 - _level_t(m, 256)
+    if name == 'Cutout': return ((20*m*h/32).round(), (20*m*w/32).round())
     if name in ('Invert', 'Equalize', 'AutoContrast'): return None
     raise ValueError(f"unknown image operation {name!r}; the image operations are {IMAGE_OPS}")
 
@@ -319,45 +341,45 @@ def random_signs(x:Tensor, signs=None)->Tensor:
 
 def _p(name, x, m): return image_op_parameter(name, m, *x.shape[-2:])
 
-@register_op('Rotate', 'image')
+@register_op('Rotate', 'image', per_sample=True)
 def _rotate_op(x, magnitude, signs=None, fill=0., **kwargs):
     return rotate(x, random_signs(x, signs)*_p('Rotate', x, magnitude), fill)
-@register_op('ShearX', 'image')
+@register_op('ShearX', 'image', per_sample=True)
 def _shear_x_op(x, magnitude, signs=None, fill=0., **kwargs):
     return shear_x(x, random_signs(x, signs)*_p('ShearX', x, magnitude), fill)
-@register_op('ShearY', 'image')
+@register_op('ShearY', 'image', per_sample=True)
 def _shear_y_op(x, magnitude, signs=None, fill=0., **kwargs):
     return shear_y(x, random_signs(x, signs)*_p('ShearY', x, magnitude), fill)
-@register_op('TranslateX', 'image')
+@register_op('TranslateX', 'image', per_sample=True)
 def _translate_x_op(x, magnitude, signs=None, fill=0., **kwargs):
     return translate_x(x, random_signs(x, signs)*_p('TranslateX', x, magnitude), fill)
-@register_op('TranslateY', 'image')
+@register_op('TranslateY', 'image', per_sample=True)
 def _translate_y_op(x, magnitude, signs=None, fill=0., **kwargs):
     return translate_y(x, random_signs(x, signs)*_p('TranslateY', x, magnitude), fill)
-@register_op('Brightness', 'image')
+@register_op('Brightness', 'image', per_sample=True)
 def _brightness_op(x, magnitude, signs=None, **kwargs):
     return brightness(x, 1 + random_signs(x, signs)*_p('Brightness', x, magnitude))
-@register_op('Color', 'image')
+@register_op('Color', 'image', per_sample=True)
 def _color_op(x, magnitude, signs=None, **kwargs):
     return color(x, 1 + random_signs(x, signs)*_p('Color', x, magnitude))
-@register_op('Contrast', 'image')
+@register_op('Contrast', 'image', per_sample=True)
 def _contrast_op(x, magnitude, signs=None, **kwargs):
     return contrast(x, 1 + random_signs(x, signs)*_p('Contrast', x, magnitude))
-@register_op('Sharpness', 'image')
+@register_op('Sharpness', 'image', per_sample=True)
 def _sharpness_op(x, magnitude, signs=None, **kwargs):
     return sharpness(x, 1 + random_signs(x, signs)*_p('Sharpness', x, magnitude))
-@register_op('Posterize', 'image')
+@register_op('Posterize', 'image', per_sample=True)
 def _posterize_op(x, magnitude, **kwargs): return posterize(x, _p('Posterize', x, magnitude))
-@register_op('Solarize', 'image')
+@register_op('Solarize', 'image', per_sample=True)
 def _solarize_op(x, magnitude, **kwargs): return solarize(x, _p('Solarize', x, magnitude))
-@register_op('Cutout', 'image')
+@register_op('Cutout', 'image', per_sample=True)
 def _cutout_op(x, magnitude, centers=None, fill=0., **kwargs):
     return cutout(x, _p('Cutout', x, magnitude), centers, fill)
-@register_op('Invert', 'image', magnitude=False)
+@register_op('Invert', 'image', magnitude=False, per_sample=True)
 def _invert_op(x, magnitude, **kwargs): return invert(x)
-@register_op('Equalize', 'image', magnitude=False)
+@register_op('Equalize', 'image', magnitude=False, per_sample=True)
 def _equalize_op(x, magnitude, **kwargs): return equalize(x)
-@register_op('AutoContrast', 'image', magnitude=False)
+@register_op('AutoContrast', 'image', magnitude=False, per_sample=True)
 def _autocontrast_op(x, magnitude, **kwargs): return autocontrast(x)
 
 # %% ../nbs/05_image_ops.ipynb #9ae2c9e8

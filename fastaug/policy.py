@@ -18,25 +18,27 @@ __all__ = ['OP_KINDS', 'OPS', 'PROB_LEVELS', 'MAG_LEVELS', 'SCHEDULE_FORMAT', 'O
 OP_KINDS = ('image', 'latent')
 
 class Op(NamedTuple):
-    "An augmentation operation: its name, the kind of data it acts on, its function, whether magnitude matters"
+    "An augmentation operation: its name, the kind of data it acts on, its function, and how it takes magnitudes"
     name:str
     kind:str
     fn:Callable
     magnitude:bool=True
+    per_sample:bool=False
 
 OPS = {}
 
 def register_op(
     name:str, # The name policies and schedule files use
     kind:str, # 'image' or 'latent'
-    magnitude:bool=True # False for operations that ignore the magnitude (Invert, Equalize, ...)
+    magnitude:bool=True, # False for operations that ignore the magnitude (Invert, Equalize, ...)
+    per_sample:bool=False # True if `fn` takes a tensor of magnitudes, one per sample, as well as a number
 ):
     "Decorator registering a function as the operation `name`"
     check_choice('kind', kind, OP_KINDS)
     def _register(fn):
         if name in OPS and OPS[name].fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"an operation named {name!r} is already registered")
-        OPS[name] = Op(name, kind, fn, magnitude)
+        OPS[name] = Op(name, kind, fn, magnitude, per_sample)
         return fn
     return _register
 
@@ -115,40 +117,70 @@ class Policy:
     def __repr__(self): return f"Policy({[tuple(s) for s in self.settings]})"
     def to_list(self)->list: return [list(s) for s in self.settings]
 
+    def _tensors(self, device)->tuple:
+        "Per setting: its probability, its magnitude (fp64, CPU) and the index of its operation; the 0/1/2 thresholds"
+        key = (str(device), tuple(self.settings), self.n_ops_weights)  # a policy edited in place gets new tensors
+        if getattr(self, '_cache', None) is None: self._cache = {}
+        if key not in self._cache:
+            w = torch.tensor(self.n_ops_weights, dtype=torch.float64)
+            ops = self.ops
+            self._cache[key] = (torch.tensor([s.p for s in self.settings], device=device),
+                                torch.tensor([s.m for s in self.settings], dtype=torch.float64),
+                                torch.tensor([ops.index(s.op) for s in self.settings], device=device),
+                                (w.cumsum(0)[:2]/w.sum()).float().to(device))
+        return self._cache[key]
+
+    def __getstate__(self): return {k: v for k,v in self.__dict__.items() if k != '_cache'}
+
     def plan(self, bs:int, device=None)->Tensor:
         "Setting indices of each sample's first and second operation, shape (2, bs), -1 where none"
         k = len(self.settings)
         if k == 0 or bs == 0: return torch.full((2, bs), -1, dtype=torch.long, device=device)
-        n = torch.multinomial(torch.tensor(self.n_ops_weights), bs, replacement=True).to(device)
-        order = torch.rand(bs, k, device=device).argsort(1)
-        p = torch.tensor([s.p for s in self.settings], device=device)
-        fires = torch.rand(bs, k, device=device) < p[order]
-        rank = fires.cumsum(1)
+        p,_,_,thresholds = self._tensors(device)
+        n = (torch.rand(bs, 1, device=device) >= thresholds).sum(1)    # 0, 1 or 2 operations, by `n_ops_weights`
+        # walking the settings in a random order and firing each with its probability: the fired settings with the
+        # smallest random keys come first (2 marks a setting that did not fire)
+        key = torch.rand(bs, k, device=device).masked_fill_(torch.rand(bs, k, device=device) >= p, 2.)
         res = []
         for j in (1, 2):
-            pos = fires & (rank == j) & (n[:, None] >= j)
-            first = pos.float().argmax(1, keepdim=True)
-            res.append(torch.where(pos.any(1), order.gather(1, first)[:, 0], -1))
+            v,i = key.min(1)
+            res.append(torch.where((v < 2) & (n >= j), i, -1))
+            if j == 1: key.scatter_(1, i[:, None], 2.)
         return torch.stack(res)
+
+    def calls(self, row:Tensor)->list:
+        """One round of a plan as operation calls: (operation, setting indices, rows) per call, one call per
+        operation that takes per-sample magnitudes, else one per setting"""
+        sel = (row >= 0).nonzero()[:, 0]
+        if not len(sel): return []
+        _,_,op_index,_ = self._tensors(row.device)
+        ks,k = row[sel],len(self.settings)
+        order = (op_index[ks]*k + ks).argsort(stable=True)  # samples grouped by operation, then by setting
+        ks,sel = ks[order],sel[order]
+        counts = torch.bincount(ks, minlength=k).tolist()
+        res,start = [],0
+        for o in self.ops:
+            ss = [i for i in range(k) if counts[i] and self.settings[i].op == o]
+            for g in ([ss] if ss and get_op(o).per_sample else [[i] for i in ss]):
+                n = sum(counts[i] for i in g)
+                res.append((get_op(o), g, ks[start:start+n], sel[start:start+n]))
+                start += n
+        return res
 
     def apply(self,
         x:Tensor, # The batch (or latents) to augment
         plan:Tensor|None=None, # From `plan`; drawn if None
         **kwargs # Passed to every operation (labels, class statistics, ...)
     )->Tensor:
-        "Apply each sample's planned operations to `x`, one call per setting and round"
+        "Apply each sample's planned operations to `x`: per round, one call per operation with a magnitude per sample"
         if plan is None: plan = self.plan(len(x), x.device)
         out = x.clone()
         rows = _rows(out)
+        mags = self._tensors(plan.device)[1]
         for row in plan:
-            sel = (row >= 0).nonzero()[:, 0]
-            if not len(sel): continue
-            ks,o = row[sel].sort(stable=True)  # samples grouped by setting: one sort, not a mask per setting
-            grouped,start = sel[o],0
-            for k,n in enumerate(torch.bincount(ks, minlength=len(self.settings)).tolist()):
-                if not n: continue
-                idx,start,s = grouped[start:start+n],start+n,self.settings[k]
-                new = get_op(s.op).fn(out.index_select(0, idx), s.m, idx=idx, **kwargs).to(out.dtype)
+            for op,g,ks,idx in self.calls(row):
+                m = mags[ks.cpu()] if op.per_sample else self.settings[g[0]].m
+                new = op.fn(out.index_select(0, idx), m, idx=idx, **kwargs).to(out.dtype)
                 if rows is None: out[idx] = new
                 else: rows[idx] = _rows(new.contiguous())
         return out

@@ -128,6 +128,62 @@ def test_cutout_centres_are_uniform_and_boxes_clipped():
     assert area.max() == 100 and area.min() >= 25  # a corner centre keeps a 5×5 quarter
     assert cut.float().mean(0).min() > 0  # every pixel is covered by some square
 
+# ---------------------------------------------------------------- a magnitude per sample
+@pytest.mark.parametrize('name', IMAGE_OPS)
+@pytest.mark.parametrize('dtype', [torch.uint8, torch.float32])
+def test_per_sample_magnitudes_equal_one_call_per_sample(name, dtype):
+    "One call with a magnitude per sample gives what a call per sample with its own magnitude gives, for the same draws"
+    x = images_to_tensor(CROPS + NOISE + CROPS)
+    if dtype != torch.uint8: x = x.float()/255
+    n = len(x)
+    mags = torch.tensor([0., .1, .2, .3, .5, .7, .9, 1., .4][:n], dtype=torch.float64)
+    signs = torch.tensor([1., -1]*5)[:n]
+    centers = torch.randint(0, 32, (n, 2), generator=torch.Generator().manual_seed(0))
+    fn = get_op(name).fn
+    out = fn(x, mags, signs=signs, centers=centers, fill=0.3)
+    ref = torch.cat([fn(x[i:i+1], float(mags[i]), signs=signs[i:i+1], centers=centers[i:i+1], fill=0.3)
+                     for i in range(n)])
+    assert out.dtype == x.dtype and torch.equal(out, ref), name
+
+def test_per_sample_parameters_equal_the_scalar_ones():
+    mags = torch.arange(11, dtype=torch.float64)/10
+    for name in IMAGE_OPS:
+        for h,w in ((32, 32), (28, 36), (224, 224)):
+            vec = image_op_parameter(name, mags, h, w)
+            for i,m in enumerate(mags.tolist()):
+                ref = image_op_parameter(name, m, h, w)
+                got = None if vec is None else tuple(float(v[i]) for v in vec) if isinstance(vec, tuple) else float(vec[i])
+                assert got == (tuple(float(r) for r in ref) if isinstance(ref, tuple) else ref), (name, m, h, w)
+    with pytest.raises(ValueError, match=r'magnitudes must be in \[0, 1\]'): image_op_parameter('Rotate', torch.tensor([1.5]))
+
+def _fixed_draws(monkeypatch):
+    "Signs and cutout centres that do not depend on how a batch is split into calls"
+    import fastaug.image_ops as io
+    monkeypatch.setattr(io, 'random_signs', lambda x, signs=None: torch.ones(len(x), dtype=torch.float64))
+    def randint(*a, **kw):
+        size = kw.pop('size', a[-1])
+        return torch.full(size, 7, dtype=torch.long, device=kw.get('device'))
+    monkeypatch.setattr(torch, 'randint', randint)
+
+@pytest.mark.parametrize('seed', range(3))
+def test_policy_one_call_per_operation_equals_one_per_setting(monkeypatch, seed):
+    "The policy's calls, one per operation with a magnitude per sample, equal one call per setting with its number"
+    x = images_to_tensor((CROPS + NOISE)*8)
+    _fixed_draws(monkeypatch)
+    torch.manual_seed(seed)
+    ops = [IMAGE_OPS[i] for i in torch.randperm(len(IMAGE_OPS))[:6].tolist()]
+    pol = Policy([(o, 8, int(m)) for o in ops for m in torch.multinomial(torch.ones(10), 2)])
+    plan = pol.plan(len(x))
+    out = pol.apply(x, plan, fill=0.5)
+    ref = x.clone()
+    for row in plan:
+        for k,s in enumerate(pol.settings):
+            idx = (row == k).nonzero()[:, 0]
+            if len(idx): ref[idx] = get_op(s.op).fn(ref[idx], s.m, idx=idx, fill=0.5)
+    assert torch.equal(out, ref)
+    calls = [pol.calls(row) for row in plan]
+    assert all(len(c) == len({op.name for op,*_ in c}) for c in calls)  # one call per operation and round
+
 def test_policy_applies_in_plan_order_and_leaves_others():
     x = images_to_tensor(CROPS)
     pol = Policy([('Invert', 10, 0), ('Posterize', 10, 9)], n_ops_weights=(0, 0, 1))
