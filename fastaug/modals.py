@@ -11,8 +11,8 @@ from .policy import *
 
 # %% auto #0
 __all__ = ['MODALS_OPS', 'MODALS_N_OPS_WEIGHTS', 'TRIPLET_MINING', 'ClassMemory', 'hard_interpolation', 'hard_extrapolation',
-           'gaussian_noise', 'difference_transform', 'sq_distances', 'select_triplets', 'triplet_loss', 'Discriminator',
-           'adversarial_loss', 'discriminator_loss', 'ExtraLoss', 'modals_policy', 'MODALS']
+           'gaussian_noise', 'difference_transform', 'sq_distances', 'select_triplets', 'triplet_loss', 'disc_hidden',
+           'Discriminator', 'adversarial_loss', 'discriminator_loss', 'ExtraLoss', 'modals_policy', 'MODALS']
 
 # %% ../nbs/06_modals.ipynb #6822c33f
 class ClassMemory:
@@ -36,39 +36,45 @@ class ClassMemory:
         self.count,self.mean,self.m2 = [torch.zeros(s, device=device) for s in (C, (C, d), (C, d))]
         self.bank,self.score = torch.zeros(C, K, d, device=device),torch.zeros(C, K, device=device)
         self.n_bank,self.next_slot = [torch.zeros(C, dtype=torch.long, device=device) for _ in range(2)]
+        self._derived = {}
         return self
 
     _tensors = ('count', 'mean', 'm2', 'bank', 'score', 'n_bank', 'next_slot')
     def to(self, device):
         "Move the memory to `device`"
         for k in self._tensors: setattr(self, k, getattr(self, k).to(device))
+        self._derived = {}
         return self
     @property
     def device(self): return self.mean.device
 
+    def _cached(self, name, fn):
+        "`fn()`, computed once until the memory next changes (the operations of a batch share it)"
+        d = self.__dict__.setdefault('_derived', {})
+        if name not in d: d[name] = fn()
+        return d[name]
+
     @property
     def std(self)->Tensor:
         "Per-class, per-dimension standard deviation (unbiased), shape (n_classes, n_dims); 0 below two latents"
-        n = self.count[:, None]
-        return torch.where(n >= 2, (self.m2/(n-1).clamp(min=1)).clamp(min=0).sqrt(), torch.zeros_like(self.m2))
+        def f():
+            n = self.count[:, None]
+            return torch.where(n >= 2, (self.m2/(n-1).clamp(min=1)).clamp(min=0).sqrt(), torch.zeros_like(self.m2))
+        return self._cached('std', f)
 
     @property
     def ready(self)->Tensor:
         "Which classes have at least two remembered members: the operations skip the samples of the others"
-        return (self.n_bank >= 2) & (self.count >= 2)
+        return self._cached('ready', lambda: (self.n_bank >= 2) & (self.count >= 2))
 
     def __repr__(self):
         return (f"ClassMemory({self.n_classes} classes × {self.n_dims} dims, bank {self.bank_size}, "
                 f"{int(self.ready.sum())} classes ready, {int(self.count.sum())} latents seen)")
 
 # %% ../nbs/06_modals.ipynb #edbc9a56
-def _rank_in_class(y:Tensor, counts:Tensor)->Tensor:
+def _rank_in_class(y:Tensor, n_classes:int)->Tensor:
     "Position of each sample among the samples of its class in the batch (0, 1, ... in batch order)"
-    order = torch.argsort(y, stable=True)
-    starts = counts.cumsum(0) - counts
-    rank = torch.empty_like(y)
-    rank[order] = torch.arange(len(y), device=y.device) - starts[y[order]]
-    return rank
+    return F.one_hot(y, n_classes).cumsum(0).gather(1, y[:, None])[:, 0] - 1
 
 @patch
 def update(self:ClassMemory,
@@ -82,49 +88,69 @@ def update(self:ClassMemory,
         raise ValueError(f"ClassMemory of {self.n_dims}-d latents got latents of shape {tuple(z.shape)} and labels of "
                          f"shape {tuple(y.shape)}")
     check_labels(y, self.n_classes, 'ClassMemory')
+    return self._update(z, y, score)
+
+@patch
+def _update(self:ClassMemory, z, y, score=None):
+    "`update` for latents and labels already checked"
+    z,y = plain(z).detach().float(),plain(y).detach()
     score = torch.zeros(len(y), device=z.device) if score is None else plain(score).detach().float()
     if is_distributed(): z,y,score = [all_gather_rows(t) for t in (z, y, score)]  # the same memory on every rank
     if z.device != self.device: self.to(z.device)
     with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
-        self._merge_moments(z, y.long())
-        self._push(z, y.long(), score)
+        y = y.long()
+        n = torch.bincount(y, minlength=self.n_classes)
+        self._merge_moments(z, y, n)
+        self._push(z, y, score, n)
+    self._derived = {}
     return self
 
 @patch
-def _merge_moments(self:ClassMemory, z, y):
-    C,d = self.n_classes,self.n_dims
-    dz = (z - self.mean[y]).double()  # shifted by the current means; fp64: a first batch far from 0 keeps its variance
-    n = torch.bincount(y, minlength=C).double()[:, None]
-    moments = torch.cat([n, sum_rows(dz, y, C), sum_rows(dz.square(), y, C)], 1)  # (C, 1 + 2d)
-    n,s,q = moments[:, 0],moments[:, 1:1+d],moments[:, 1+d:]
-    N,m2 = self.count.double(),self.m2.double()
+def _merge_moments(self:ClassMemory, z, y, n):
+    "Chan's merge of the batch's per-class count, mean and centred sum of squares (two passes over the batch: fp32)"
+    C = self.n_classes
+    nf = n.float()[:, None]
+    bmean = sum_rows(z, y, C)/nf.clamp(min=1)
+    q = sum_rows((z - bmean.index_select(0, y)).square(), y, C)
+    N,m2 = self.count[:, None],self.m2
     if self.horizon is not None:
         keep = (self.horizon/N.clamp(min=1)).clamp(max=1)
-        N,m2 = N*keep,m2*keep[:, None]
-    total = N + n
-    delta = s/n.clamp(min=1)[:, None]
-    m2_batch = (q - n[:, None]*delta.square()).clamp(min=0)
-    w = (n/total.clamp(min=1e-12))[:, None]
-    self.mean = self.mean + (delta*w).float()
-    self.m2 = (m2 + m2_batch + delta.square()*N[:, None]*w).float()
-    self.count = total.to(self.count.dtype)
+        N,m2 = N*keep,m2*keep
+    total = N + nf
+    w = nf/total.clamp(min=1e-12)
+    delta = bmean - self.mean
+    self.mean = self.mean + delta*w
+    self.m2 = m2 + q + delta.square()*N*w
+    self.count = total[:, 0]
 
 @patch
-def _push(self:ClassMemory, z, y, score):
+def _push(self:ClassMemory, z, y, score, n):
+    "Write the batch's latents and scores into the banks' next slots, each bank a ring of `bank_size`"
     K = self.bank_size
-    counts = torch.bincount(y, minlength=self.n_classes)
-    rank = _rank_in_class(y, counts)
-    skip = (counts[y] - K).clamp(min=0)                                # more than K of a class: keep its last K
-    keep = rank >= skip
-    slot = (self.next_slot[y] + rank - skip) % K
-    self.bank[y[keep], slot[keep]] = z[keep]
-    self.score[y[keep], slot[keep]] = score[keep]
-    self.next_slot = (self.next_slot + counts.clamp(max=K)) % K
-    self.n_bank = (self.n_bank + counts).clamp(max=K)
+    rank = _rank_in_class(y, self.n_classes)
+    if len(y) > K:                                                     # more than K of a class: keep its last K
+        skip = (n.index_select(0, y) - K).clamp(min=0)
+        keep = (rank >= skip).nonzero()[:, 0]
+        z,y,score,rank = z[keep],y[keep],score[keep],(rank - skip)[keep]
+    slot = y*K + (self.next_slot.index_select(0, y) + rank) % K
+    self.bank.view(-1, self.n_dims).index_copy_(0, slot, z)
+    self.score.view(-1).index_copy_(0, slot, score)
+    self.next_slot = (self.next_slot + n.clamp(max=K)) % K
+    self.n_bank = (self.n_bank + n).clamp(max=K)
 
 # %% ../nbs/06_modals.ipynb #c43e8da7
 @patch
-def _valid_slots(self:ClassMemory, y): return torch.arange(self.bank_size, device=y.device) < self.n_bank[y][:, None]
+def _hard_logits(self:ClassMemory, temperature:float)->Tensor:
+    "score/`temperature` of every bank slot, -inf in the empty ones, shape (n_classes, bank_size)"
+    def f():
+        valid = torch.arange(self.bank_size, device=self.device) < self.n_bank[:, None]
+        return (self.score/temperature).masked_fill_(~valid, -float('inf'))
+    return self._cached(('hard_logits', temperature), f)
+
+@patch
+def _members(self:ClassMemory, y:Tensor, j:Tensor)->Tensor:
+    "The latents in slot `j` of the banks of classes `y`"
+    return self.bank.view(-1, self.n_dims).index_select(0, y*self.bank_size + j)
 
 @patch
 def hard_examples(self:ClassMemory,
@@ -133,41 +159,46 @@ def hard_examples(self:ClassMemory,
 )->Tensor:
     "One remembered latent of each sample's class, drawn with probability softmax(score/`temperature`)"
     y = plain(y).to(self.device)
-    logits = self.score[y]/check_positive('temperature', temperature)
-    gumbel = -torch.empty_like(logits).exponential_().log()
-    j = torch.where(self._valid_slots(y), logits + gumbel, torch.full_like(logits, -float('inf'))).argmax(1)
-    return self.bank[y, j]
+    logits = self._hard_logits(check_positive('temperature', temperature)).index_select(0, y)
+    # Gumbel-max: argmax of logits − log(−log U); thrice faster than `exponential_` on a CPU
+    j = logits.sub_(torch.rand_like(logits).log_().neg_().log_()).argmax(1)
+    return self._members(y, j)
 
 @patch
 def pairs(self:ClassMemory, y:Tensor)->tuple:
     "Two distinct remembered latents of each sample's class, drawn uniformly"
     y = plain(y).to(self.device)
-    n = self.n_bank[y]
-    j = torch.minimum((torch.rand(len(y), device=y.device)*n).long(), (n-1).clamp(min=0))
-    k = torch.minimum((torch.rand(len(y), device=y.device)*(n-1)).long(), (n-2).clamp(min=0))
+    n = self.n_bank.index_select(0, y)
+    u = torch.rand(2, len(y), device=y.device)
+    j = torch.minimum((u[0]*n).long(), (n-1).clamp(min=0))
+    k = torch.minimum((u[1]*(n-1)).long(), (n-2).clamp(min=0))
     k = (k + (k >= j).long()).clamp(max=self.bank_size-1)              # skip j: k is another member
-    return self.bank[y, j],self.bank[y, k]
+    return self._members(y, j),self._members(y, k)
 
 # %% ../nbs/06_modals.ipynb #1a43bc88
 MODALS_OPS = ('HardInterpolation', 'HardExtrapolation', 'GaussianNoise', 'DifferenceTransform')
 MODALS_N_OPS_WEIGHTS = (0.2, 0.7, 0.1)
 
-def _class_op(z, idx, y, memory):
-    "`z` in fp32, the labels of its rows, and which of them belong to a class the memory can use"
+def _class_op(z, magnitude, idx, y, memory):
+    """`z` in fp32, the labels of its rows, and the magnitude as a number or column: 0 in the rows of classes the
+    memory cannot use yet, which the operations leave as they are"""
     if y is None or memory is None:
         raise ValueError("MODALS operations need the batch's labels `y` and a `ClassMemory` `memory`")
     y = plain(y)
-    yc = y if idx is None else y[idx]
+    yc = y if idx is None else y.index_select(0, idx)
     if len(yc) != len(z): raise ValueError(f"{len(z)} latents but {len(yc)} labels")
-    return plain(z).float(),yc,memory.ready[yc][:, None]
-
-def _skip_unready(new, z, ready, like): return torch.where(ready, new, z).to(like.dtype)
+    ready = memory._cached('ready_column', lambda: memory.ready.float()[:, None]).index_select(0, yc)
+    if isinstance(magnitude, Tensor):
+        if magnitude.numel() != len(z):
+            raise ValueError(f"{len(z)} latents but {magnitude.numel()} magnitudes: give one, or one per latent")
+        magnitude = magnitude.to(z.device, torch.float32).view(-1, 1)
+    return plain(z).float(),yc,ready*magnitude
 
 # %% ../nbs/06_modals.ipynb #0393b011
-@register_op('HardInterpolation', 'latent')
+@register_op('HardInterpolation', 'latent', per_sample=True)
 def hard_interpolation(
     z:Tensor, # Latents, shape (n, n_dims)
-    magnitude:float, # Fraction of the way towards the hard example, in [0, 1]
+    magnitude:float|Tensor, # Fraction of the way towards the hard example, in [0, 1]: one, or one per latent
     idx:Tensor|None=None, # Rows of `z` in the batch (None: `z` is the batch)
     y:Tensor|None=None, # Labels of the batch
     memory:ClassMemory|None=None, # The class memory
@@ -175,33 +206,33 @@ def hard_interpolation(
     **kwargs
 )->Tensor:
     "Move each latent a fraction `magnitude` of the way to a hard example of its class: z + m(z_h − z)"
-    zf,yc,ready = _class_op(z, idx, y, memory)
-    return _skip_unready(torch.lerp(zf, memory.hard_examples(yc, temperature), magnitude), zf, ready, z)
+    zf,yc,m = _class_op(z, magnitude, idx, y, memory)
+    return torch.lerp(zf, memory.hard_examples(yc, temperature), m).to(z.dtype)
 
 # %% ../nbs/06_modals.ipynb #29d82188
-@register_op('HardExtrapolation', 'latent')
-def hard_extrapolation(z:Tensor, magnitude:float, idx:Tensor|None=None, y:Tensor|None=None,
+@register_op('HardExtrapolation', 'latent', per_sample=True)
+def hard_extrapolation(z:Tensor, magnitude:float|Tensor, idx:Tensor|None=None, y:Tensor|None=None,
                        memory:ClassMemory|None=None, **kwargs)->Tensor:
     "Push each latent away from its class centre: z + m(z − μ_c)"
-    zf,yc,ready = _class_op(z, idx, y, memory)
-    return _skip_unready(zf + magnitude*(zf - memory.mean[yc]), zf, ready, z)
+    zf,yc,m = _class_op(z, magnitude, idx, y, memory)
+    return (zf + m*(zf - memory.mean.index_select(0, yc))).to(z.dtype)
 
 # %% ../nbs/06_modals.ipynb #293c5dee
-@register_op('GaussianNoise', 'latent')
-def gaussian_noise(z:Tensor, magnitude:float, idx:Tensor|None=None, y:Tensor|None=None,
+@register_op('GaussianNoise', 'latent', per_sample=True)
+def gaussian_noise(z:Tensor, magnitude:float|Tensor, idx:Tensor|None=None, y:Tensor|None=None,
                    memory:ClassMemory|None=None, **kwargs)->Tensor:
     "Add noise with the per-dimension spread of the class: z + m·ε⊙σ_c"
-    zf,yc,ready = _class_op(z, idx, y, memory)
-    return _skip_unready(zf + magnitude*torch.randn_like(zf)*memory.std[yc], zf, ready, z)
+    zf,yc,m = _class_op(z, magnitude, idx, y, memory)
+    return (zf + m*torch.randn_like(zf)*memory.std.index_select(0, yc)).to(z.dtype)
 
 # %% ../nbs/06_modals.ipynb #a6ed8689
-@register_op('DifferenceTransform', 'latent')
-def difference_transform(z:Tensor, magnitude:float, idx:Tensor|None=None, y:Tensor|None=None,
+@register_op('DifferenceTransform', 'latent', per_sample=True)
+def difference_transform(z:Tensor, magnitude:float|Tensor, idx:Tensor|None=None, y:Tensor|None=None,
                          memory:ClassMemory|None=None, **kwargs)->Tensor:
     "Add the difference of two distinct members of the class: z + m(z_j − z_k)"
-    zf,yc,ready = _class_op(z, idx, y, memory)
+    zf,yc,m = _class_op(z, magnitude, idx, y, memory)
     a,b = memory.pairs(yc)
-    return _skip_unready(zf + magnitude*(a - b), zf, ready, z)
+    return (zf + m*(a - b)).to(z.dtype)
 
 # %% ../nbs/06_modals.ipynb #5dd3b15f
 TRIPLET_MINING = ('random', 'hardest', 'semihard')
@@ -217,20 +248,27 @@ def select_triplets(
     margin:float, # Triplet margin
     mining:str='random' # 'random', 'hardest' or 'semihard'
 )->tuple:
-    "Anchor, positive and negative indices: one triplet per ordered same-class pair that has a qualifying negative"
+    """Anchor, positive and negative indices: one triplet per anchor, whose positive is drawn uniformly among those
+    with a negative inside the margin (d(a,n) < d(a,p) + margin), and whose negative is one of those: any ('random'),
+    the nearest ('hardest'), or one farther than the positive ('semihard', the anchor dropped if it has none)"""
     check_choice('mining', mining, TRIPLET_MINING)
     check_positive('margin', margin)
     d,bs = d.detach(),len(y)
     same = y[:, None] == y[None]
-    neg_d,order = d.masked_fill(same, float('inf')).sort(1)           # each anchor's negatives, nearest first
-    hi = torch.searchsorted(neg_d, d + margin)                         # negatives with d(a,n) < d(a,p) + margin
-    lo = torch.searchsorted(neg_d, d, right=True) if mining == 'semihard' else torch.zeros_like(hi)
-    if mining == 'hardest': hi = hi.clamp(max=1)
-    pick = lo + (torch.rand(d.shape, device=d.device)*(hi - lo)).long()
-    pick = torch.minimum(pick, (hi - 1).clamp(min=0)).clamp(max=bs-1)
-    pos = same & ~torch.eye(bs, dtype=torch.bool, device=d.device) & (hi > lo)
-    a,p = pos.nonzero(as_tuple=True)
-    return a,p,order[a, pick[a, p]]
+    neg_d = d.masked_fill(same, float('inf'))
+    nearest,hardest = neg_d.min(1)
+    pos = same.fill_diagonal_(False) & (d + margin > nearest[:, None])  # the pairs some negative is inside
+    p = torch.rand(d.shape, device=d.device).masked_fill_(~pos, -1.).argmax(1)
+    keep = pos.gather(1, p[:, None])[:, 0]
+    if mining == 'hardest': n = hardest
+    else:
+        d_ap = d.gather(1, p[:, None])
+        ok = neg_d < d_ap + margin
+        if mining == 'semihard': ok &= neg_d > d_ap
+        n = torch.rand(d.shape, device=d.device).masked_fill_(~ok, -1.).argmax(1)
+        if mining == 'semihard': keep &= ok.gather(1, n[:, None])[:, 0]
+    a = keep.nonzero()[:, 0]
+    return a,p[a],n[a]
 
 def triplet_loss(
     z:Tensor, # Latents, (bs, n_dims)
@@ -238,26 +276,39 @@ def triplet_loss(
     margin:float=1., # Triplet margin, on squared distances
     mining:str='random' # 'random', 'hardest' or 'semihard'
 )->Tensor:
-    "Mean triplet loss over mined triplets of the batch, in fp32; 0 when the batch has none"
+    "Mean triplet loss over the batch's mined triplets (one per anchor), in fp32; 0 when the batch has none"
     z,y = plain(z).float(),plain(y)
-    d = sq_distances(z)
-    a,p,n = select_triplets(d, y, margin, mining)
+    with torch.no_grad(): a,p,n = select_triplets(sq_distances(z), y, margin, mining)
     if not len(a): return z.new_zeros(())
-    return F.relu(d[a, p] - d[a, n] + margin).mean()
+    za = z.index_select(0, a)
+    d_ap,d_an = (za - z.index_select(0, p)).square().sum(1),(za - z.index_select(0, n)).square().sum(1)
+    return F.relu(d_ap - d_an + margin).mean()
 
 # %% ../nbs/06_modals.ipynb #199f5631
+def disc_hidden(n_in:int)->tuple:
+    "The discriminator's hidden widths for an `n_in`-d latent: half the latent, then an eighth (at least 16 and 8)"
+    n_in = check_int('n_in', n_in)
+    return (max(16, n_in//2), max(8, n_in//8))
+
 class Discriminator(nn.Sequential):
     "The MODALS discriminator: an MLP from a latent to the logit of it being a sample of N(0, I)"
-    def __init__(self, n_in:int, hidden:tuple=(512, 128)):
-        sizes = (n_in, *hidden)
+    def __init__(self, n_in:int, hidden:tuple|None=None):
+        sizes = (n_in, *(disc_hidden(n_in) if hidden is None else hidden))
         layers = [m for a,b in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
         super().__init__(*layers, nn.Linear(sizes[-1], 1))
     def forward(self, z): return super().forward(z)[:, 0]
 
+def _frozen_forward(disc:nn.Module, z:Tensor)->Tensor:
+    "`disc(z)` with its parameters detached: gradients reach `z`, never `disc`"
+    if type(disc) is Discriminator:  # its layers directly: a third of `functional_call`'s cost on small latents
+        for m in disc: z = F.linear(z, m.weight.detach(), m.bias.detach()) if isinstance(m, nn.Linear) else m(z)
+        return z[:, 0]
+    params = {k: v.detach() for k,v in disc.named_parameters()}
+    return torch.func.functional_call(disc, params, (z,))
+
 def adversarial_loss(disc:nn.Module, z:Tensor)->Tensor:
     "−log D(z), averaged: the encoder's reward for latents the discriminator takes for prior samples; `disc` untouched"
-    params = {k: v.detach() for k,v in disc.named_parameters()}
-    return F.softplus(-torch.func.functional_call(disc, params, (plain(z).float(),))).mean()
+    return F.softplus(-_frozen_forward(disc, plain(z).float())).mean()
 
 def discriminator_loss(disc:nn.Module, fake:Tensor, real:Tensor|None=None)->Tensor:
     "−log D(real) − log(1 − D(fake)), averaged; `real` defaults to N(0, I) samples shaped like `fake`"
@@ -390,7 +441,7 @@ class MODALS(LatentCallback, PolicyCallback):
         active = pol is not None and len(pol)
         out = pol.apply(zp, y=y, memory=self.memory, temperature=self.temperature) if active else zp
         self._z,self._zp = zp,out
-        if self.collecting and self.refresh is None: self.memory.update(zp, y, self.hardness(zp, y))
+        if self.collecting and self.refresh is None: self.memory._update(zp, y, self.hardness(zp, y))
         return retype(out, z)
 
     def hardness(self, z:Tensor, y:Tensor)->Tensor:

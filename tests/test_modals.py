@@ -166,6 +166,61 @@ def test_memory_rejects_wrong_shapes():
     with pytest.raises(ValueError, match='3-d latents got latents of shape'): mem.update(torch.randn(4, 5), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match='`bank_size` must be an integer >= 2'): ClassMemory(2, 3, bank_size=1)
 
+# ---------------------------------------------------------------- a magnitude per sample
+def _filled_memory(C=3, d=5, seed=0):
+    torch.manual_seed(seed)
+    mem = ClassMemory(C, d, bank_size=8)
+    mem.update(torch.randn(40, d), torch.randint(0, C - 1, (40,)), score=torch.rand(40))  # the last class stays unready
+    return mem
+
+def _fixed_memory_draws(monkeypatch):
+    "Hard examples, pairs and noise that do not depend on how a batch is split into calls"
+    monkeypatch.setattr(ClassMemory, 'hard_examples', lambda self, y, temperature=1.: self.bank[y, 0]*temperature)
+    monkeypatch.setattr(ClassMemory, 'pairs', lambda self, y: (self.bank[y, 1], self.bank[y, 0]))
+    monkeypatch.setattr(torch, 'randn_like', lambda t: torch.ones_like(t))
+
+@pytest.mark.parametrize('name', MODALS_OPS)
+def test_latent_ops_take_a_magnitude_per_sample(monkeypatch, name):
+    _fixed_memory_draws(monkeypatch)
+    mem,z,y = _filled_memory(),torch.randn(12, 5),torch.arange(12) % 3
+    mags = torch.arange(12, dtype=torch.float64)/12
+    fn = get_op(name).fn
+    out = fn(z, mags, y=y, memory=mem)
+    ref = torch.cat([fn(z[i:i+1], float(mags[i]), idx=torch.tensor([i]), y=y, memory=mem) for i in range(12)])
+    assert torch.equal(out, ref)
+    assert torch.equal(out[y == 2], z[y == 2])                 # an unready class is left alone
+    with pytest.raises(ValueError, match='12 latents but 3 magnitudes'): fn(z, mags[:3], y=y, memory=mem)
+
+@pytest.mark.parametrize('seed', range(3))
+def test_modals_policy_one_call_per_operation_equals_one_per_setting(monkeypatch, seed):
+    _fixed_memory_draws(monkeypatch)
+    mem = _filled_memory(seed=seed)
+    z,y = torch.randn(64, 5),torch.randint(0, 3, (64,))
+    pol = Policy([(o, 7, m) for o in MODALS_OPS for m in (2, 6)], n_ops_weights=(0, 0.5, 0.5))
+    plan = pol.plan(64)
+    out = pol.apply(z, plan, y=y, memory=mem)
+    ref = z.clone()
+    for row in plan:
+        for k,s in enumerate(pol.settings):
+            idx = (row == k).nonzero()[:, 0]
+            if len(idx): ref[idx] = get_op(s.op).fn(ref[idx], s.m, idx=idx, y=y, memory=mem)
+    assert torch.equal(out, ref)
+    assert all(len(pol.calls(row)) <= len(MODALS_OPS) for row in plan)
+
+def test_plan_draws_by_the_weights_and_probabilities():
+    "The plan's 0/1/2 operations follow `n_ops_weights`, and each setting fires in proportion to its probability"
+    pol = Policy([('HardInterpolation', 10, 1), ('GaussianNoise', 5, 1), ('DifferenceTransform', 0, 1)],
+                 n_ops_weights=(0.2, 0.3, 0.5))
+    torch.manual_seed(0)
+    plan = pol.plan(40_000)
+    n = (plan >= 0).sum(0)
+    # settings fire with p = 1, 0.5, 0: two operations need both firing (p 0.5), so some samples get fewer
+    assert abs(float((n == 0).float().mean()) - 0.2) < 0.01
+    assert abs(float((n == 2).float().mean()) - 0.5*0.5) < 0.01
+    assert not (plan == 2).any() and (plan[0] != plan[1])[n == 2].all()
+    first = plan[0][n >= 1]
+    assert abs(float((first == 0).float().mean()) - 0.75) < 0.02  # a random order: setting 0 first unless 1 fired first
+
 # ---------------------------------------------------------------- the triplet loss
 def brute_force_valid(D, y, margin, a, p, mining):
     "Negatives that qualify for the pair (a, p), and the loss of each"
@@ -188,22 +243,37 @@ def test_triplets_match_brute_force(mining, seed):
     D = sq_distances(z)
     torch.manual_seed(100 + seed)
     a,p,n = select_triplets(D, y, margin, mining)
-    chosen = {(int(i), int(j)): int(k) for i,j,k in zip(a, p, n)}
-    assert len(chosen) == len(a)                               # one triplet per pair
-    expected_pairs,losses = set(),[]
-    for i in range(bs):
-        for j in range(bs):
-            if i == j or y[i] != y[j]: continue
-            valid = brute_force_valid(D, y, margin, i, j, mining)
-            if valid: expected_pairs.add((i, j))
-            if (i, j) in chosen:
-                assert chosen[(i, j)] in valid, f"({i}, {j}) got negative {chosen[(i, j)]}, not one of {sorted(valid)}"
-                losses.append(valid[chosen[(i, j)]])
-    assert set(chosen) == expected_pairs
+    assert len(set(a.tolist())) == len(a)                     # one triplet per anchor
+    eligible = {i: {j for j in range(bs) if j != i and y[j] == y[i] and brute_force_valid(D, y, margin, i, j, 'random')}
+                for i in range(bs)}
+    losses = []
+    for i,j,k in zip(a.tolist(), p.tolist(), n.tolist()):
+        assert j in eligible[i], f"anchor {i} got positive {j}, not one of {sorted(eligible[i])}"
+        valid = brute_force_valid(D, y, margin, i, j, mining)
+        assert k in valid, f"({i}, {j}) got negative {k}, not one of {sorted(valid)}"
+        losses.append(valid[k])
+    has = {i for i,e in eligible.items() if e}
+    if mining == 'semihard': assert set(a.tolist()) <= has  # an anchor whose drawn positive has no semi-hard negative drops
+    else: assert set(a.tolist()) == has                     # every anchor with a triplet gets one
     torch.manual_seed(100 + seed)                              # the same draws: the loss of the triplets above
     loss = triplet_loss(z, y, margin, mining)
     ref = sum(losses)/len(losses) if losses else 0.
     assert math.isclose(float(loss), ref, rel_tol=1e-4, abs_tol=1e-5)
+
+def test_positives_are_uniform_over_the_eligible_ones():
+    z = torch.tensor([[0.], [0.1], [0.3], [0.35], [3.], [1.2]])
+    y = torch.tensor([0, 0, 0, 0, 0, 1])
+    D = sq_distances(z)
+    eligible = {j for j in range(1, 5) if brute_force_valid(D, y, 1.4, 0, j, 'random')}
+    assert 2 <= len(eligible) < 4                              # some positives of anchor 0 have no negative inside
+    picks,trials = [],1200
+    for s in range(trials):
+        torch.manual_seed(s)
+        a,p,n = select_triplets(D, y, 1.4, 'random')
+        picks.append(int(p[a == 0][0]))
+    counts = np.bincount(picks, minlength=len(y))
+    assert set(np.nonzero(counts)[0]) == eligible
+    assert counts[list(eligible)].min() > trials/len(eligible)*0.7
 
 @pytest.mark.parametrize('mining', ['random', 'semihard'])
 def test_random_negatives_are_uniform_over_the_valid_ones(mining):
@@ -216,7 +286,7 @@ def test_random_negatives_are_uniform_over_the_valid_ones(mining):
     for s in range(trials):
         torch.manual_seed(s)
         a,p,n = select_triplets(D, y, 1., mining)
-        picks.append(int(n[(a == 0) & (p == 1)][0]))
+        picks.append(int(n[a == 0][0]))                        # anchor 0's only positive is 1
     counts = np.bincount(picks, minlength=len(y))
     assert set(np.nonzero(counts)[0]) == valid
     assert counts[list(valid)].min() > trials/len(valid)*0.7
