@@ -12,8 +12,8 @@ __all__ = ['MIX_MODES', 'check_positive', 'check_prob', 'check_choice', 'check_r
            'sample_lam', 'plain', 'retype', 'lam_like', 'mix_rows', 'batch_size', 'LossWrapper', 'install_loss',
            'remove_loss', 'MixedLoss', 'find_head', 'embedding_modules', 'padding_embedding', 'BatchHook', 'LatentHook',
            'world_size', 'is_distributed', 'all_reduce_sum', 'broadcast_first', 'all_gather_rows', 'fp32_region',
-           'sum_rows', 'check_labels', 'class_indices', 'in_lr_find', 'RestoreOnExit', 'CountsEpochs', 'LatentCallback',
-           'MixCallback']
+           'sum_rows', 'check_labels', 'present_classes', 'class_indices', 'in_lr_find', 'RestoreOnExit',
+           'CountsEpochs', 'LatentCallback', 'MixCallback']
 
 # %% ../nbs/00_core.ipynb #9d08598e
 def _is_real(x): return isinstance(x, numbers.Real) and not isinstance(x, bool)
@@ -150,17 +150,30 @@ def _accepts_reduction(f)->bool:
     try: return 'reduction' in inspect.signature(f).parameters
     except (TypeError, ValueError): return False
 
+def _plain_cross_entropy(lf)->nn.CrossEntropyLoss|None:
+    """The `nn.CrossEntropyLoss` that `lf` is, or that fastai's `CrossEntropyLossFlat` wraps, if it has no class weights
+    and ignores no class: its loss mixed over two targets is its loss on the mixed one-hot targets"""
+    f = lf.func if isinstance(lf, BaseLoss) and lf.axis == -1 else lf
+    ok = type(f) is nn.CrossEntropyLoss and f.weight is None and f.ignore_index < 0
+    return f if ok else None
+
 class MixedLoss(LossWrapper):
     "Score a mixed batch against both targets of every sample, weighted by λ"
     def __init__(self, loss_func, owner=None):
         super().__init__(loss_func, owner)
-        self.lam,self.perm,self.weights = None,None,None
+        self.lam,self.perm = None,None
         self.per_sample = _accepts_reduction(loss_func)
+        self._ce = _plain_cross_entropy(loss_func)
 
     def set(self, lam:Tensor, perm:Tensor):
         "Mix the next batch: sample i is itself with weight `lam[i]` and sample `perm[i]` with weight 1-`lam[i]`"
-        self.lam,self.perm,self.weights = lam,perm,torch.stack([lam, 1-lam]).view(2, -1, 1)
-    def clear(self): self.lam = self.perm = self.weights = None
+        self.lam,self.perm = lam,perm
+    def clear(self): self.lam = self.perm = None
+
+    @property
+    def weights(self)->Tensor|None:
+        "(λ, 1-λ) of every sample, shape (2, bs, 1): the weights of its two losses"
+        return None if self.lam is None else torch.stack([self.lam, 1-self.lam]).view(2, -1, 1)
 
     @property
     def active(self)->bool:
@@ -184,6 +197,8 @@ class MixedLoss(LossWrapper):
     def _mix_losses(self, pred, yb, lam, perm):
         lf = self.loss_func
         pred,yb = plain(pred),[plain(y) for y in yb]  # skip fastai's type dispatch: the loss is computed twice
+        if self._ce is not None and pred.ndim == 2 and len(yb) == 1 and yb[0].numel() == len(lam):
+            return self._mix_cross_entropy(pred, yb[0].reshape(-1).long(), lam, perm)
         yb1 = [y[perm] for y in yb]
         if not self.per_sample:
             if (lam != lam[0]).any(): raise ValueError(
@@ -200,6 +215,13 @@ class MixedLoss(LossWrapper):
         mixed = (both.view(2, bs, -1).float()*self.weights).sum(0)
         if reduction != 'none': return _reduce(mixed, reduction).to(both.dtype)
         return mixed.view(both.shape[0]//2, *both.shape[1:]).to(both.dtype)
+
+    def _mix_cross_entropy(self, pred, y, lam, perm):
+        "λ·CE(y) + (1-λ)·CE(y[perm]) as one cross-entropy on targets λ·onehot(y) + (1-λ)·onehot(y[perm]), in fp32"
+        ce,lam = self._ce,lam.to(pred.device, torch.float32)[:, None]
+        t = torch.zeros(pred.shape, device=pred.device).scatter_add_(1, y[:, None], lam)
+        t.scatter_add_(1, y.index_select(0, perm)[:, None], 1 - lam)
+        return F.cross_entropy(pred.float(), t, reduction=ce.reduction, label_smoothing=ce.label_smoothing)
 
 # %% ../nbs/00_core.ipynb #4267aee4
 def find_head(
@@ -353,6 +375,12 @@ def check_labels(y:Tensor, n_classes:int, who:str='this callback'):
         bad = y[(y < 0) | (y >= n_classes)]
         raise ValueError(f"{who}: labels must be in [0, {n_classes}) for a head with {n_classes} outputs, "
                          f"got {bad[:5].tolist()}")
+
+def present_classes(y:Tensor, n_classes:int)->tuple:
+    "`torch.unique(y, return_inverse=True, return_counts=True)` for class indices in [0, `n_classes`), by counting"
+    counts = torch.bincount(y, minlength=n_classes)
+    present = counts > 0
+    return present.nonzero()[:, 0],(present.cumsum(0) - 1).index_select(0, y),counts[present]
 
 def class_indices(y:Tensor, n_classes:int, who:str='this callback')->Tensor:
     "`y` as a flat `long` tensor of checked class indices; a (bs, 1) column (fastai's tabular targets) is flattened"

@@ -77,12 +77,17 @@ def update(self:CovarianceEstimator,
         raise ValueError(f"features must be a (batch, {self.dim}) tensor, got {tuple(getattr(x, 'shape', ()))}")
     check_labels(y, self.n_classes, type(self).__name__)
     if len(y) != len(x): raise ValueError(f"{len(x)} feature rows for {len(y)} labels")
+    return self._update(x, y)
+
+@patch
+def _update(self:CovarianceEstimator, x, y):
+    "`update` for features and labels already checked"
     with torch.no_grad(), fp32_region(self.device):
         x,y = plain(x).detach().to(self.device, torch.float32),plain(y).to(self.device, torch.long)
         finite = torch.isfinite(x).all(1)
         if not finite.all(): x,y = x[finite],y[finite]
         if not len(y): return self
-        classes,group,n = torch.unique(y, return_inverse=True, return_counts=True)
+        classes,group,n = present_classes(y, self.n_classes)
         mean = sum_rows(x, group, len(classes))/n[:, None]
         xc = x - mean[group]
         if self.kind == 'diag': self._merge(classes, n, mean, scatter=sum_rows(xc*xc, group, len(classes)))
@@ -207,8 +212,12 @@ def isda_logits(
 )->Tensor: # Shape (n, C), in `logits`' type and dtype
     "`logits` + (λ/2)·(w_j - w_y)ᵀ Σ_y (w_j - w_y): the logits whose cross-entropy bounds ISDA's expected loss"
     check_labels(plain(y), weight.shape[0], 'isda_logits')
+    return _isda_logits(logits, plain(y).long(), weight, cov, lam)
+
+def _isda_logits(logits, y, weight, cov, lam):
+    "`isda_logits` for labels already checked"
     if lam == 0: return logits
-    classes,group = torch.unique(plain(y).long(), return_inverse=True)
+    classes,group,_ = present_classes(y, weight.shape[0])
     q = logit_variance(weight, cov, classes)
     dt = torch.promote_types(logits.dtype, torch.float32)
     with fp32_region(logits.device): out = plain(logits).to(dt) + (lam/2)*q[group].to(dt)
@@ -277,7 +286,9 @@ class ISDA(CountsEpochs, LatentCallback):
             raise ValueError(f"ISDA needs a (batch, features) latent entering the head, got shape {tuple(z.shape)}")
         x,y = z.detach(),self.labels
         if is_distributed(): x,y = all_gather_rows(x),all_gather_rows(y)
-        self.estimator.update(x, y)
+        if x.shape[1] != self.estimator.dim:
+            raise ValueError(f"features must be a (batch, {self.estimator.dim}) tensor, got {tuple(x.shape)}")
+        self.estimator._update(x, y)  # the labels were checked when the batch began
 
     def after_pred(self):
         if self._verify and self._hook is not None and self._hook.z is not None:
@@ -292,7 +303,7 @@ class ISDA(CountsEpochs, LatentCallback):
         if not isinstance(pred, Tensor) or pred.shape != (len(y), C):
             raise ValueError(f"ISDA needs logits of shape (batch, {C}), one row per label; got predictions of shape "
                              f"{tuple(getattr(pred, 'shape', ()))} for {len(y)} labels")
-        return isda_logits(pred, y, self.head.weight, self.estimator.cov, self.lam)
+        return _isda_logits(pred, y, self.head.weight, self.estimator.cov, self.lam)
 
     def _check_output(self, z, pred):
         "Raise unless the model's output is the head's output"

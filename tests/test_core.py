@@ -96,3 +96,30 @@ def test_batch_hook_tuple_output():
     with pytest.raises(TypeError, match='cannot hook an output'):
         ident = nn.Identity()
         with BatchHook(ident, lambda o: o): ident({'a': 1})
+
+# ---------------------------------------------------------------- the one-call cross-entropy of a mixed batch
+@pytest.mark.parametrize('make', [lambda **kw: CrossEntropyLossFlat(**kw), lambda **kw: nn.CrossEntropyLoss(**kw)])
+@pytest.mark.parametrize('smoothing', [0., 0.1])
+@pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
+def test_mixed_cross_entropy_equals_mixing_two_losses(make, smoothing, reduction):
+    "Cross-entropy on the mixed one-hot targets is λ·CE(y) + (1-λ)·CE(y[perm]): value and gradient"
+    torch.manual_seed(0)
+    logits,y = torch.randn(16, 5),torch.randint(0, 5, (16,))
+    lam,perm = torch.rand(16),torch.randperm(16)
+    ml = MixedLoss(make(label_smoothing=smoothing, reduction=reduction))
+    assert ml._ce is not None
+    ml.set(lam, perm)
+    p1,p2 = logits.clone().requires_grad_(),logits.clone().requires_grad_()
+    out = ml(p1, y)
+    per = lambda t: F.cross_entropy(p2, t, reduction='none', label_smoothing=smoothing)
+    ref = lam*per(y) + (1-lam)*per(y[perm])
+    ref = ref.mean() if reduction == 'mean' else ref.sum() if reduction == 'sum' else ref
+    torch.testing.assert_close(out, ref)
+    out.sum().backward(); ref.sum().backward()
+    torch.testing.assert_close(p1.grad, p2.grad)
+
+def test_weighted_or_ignoring_cross_entropy_mixes_two_losses():
+    "Class weights and ignore_index change what a mean means: those losses are computed per target and mixed"
+    assert MixedLoss(nn.CrossEntropyLoss(weight=torch.ones(3)))._ce is None
+    assert MixedLoss(nn.CrossEntropyLoss(ignore_index=0))._ce is None
+    assert MixedLoss(CrossEntropyLossFlat(axis=1))._ce is None
