@@ -145,6 +145,19 @@ def test_per_sample_magnitudes_equal_one_call_per_sample(name, dtype):
                      for i in range(n)])
     assert out.dtype == x.dtype and torch.equal(out, ref), name
 
+@pytest.mark.parametrize('dtype', [torch.uint8, torch.float32])
+def test_translation_by_slices_equals_the_affine_map(dtype):
+    "Translations are copies of slices: the same pixels as PIL's affine map through `warp_affine`, at any shift"
+    x = _random_batch(dtype, n=9)
+    h,w = x.shape[-2:]
+    shifts = torch.tensor([0., 1, -1, 5, -13, w - 1, -w, w + 3, 2])
+    same = lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=0)
+    along_x,along_y = lambda v: (1, 0, v, 0, 1, 0),lambda v: (1, 0, 0, 0, 1, v)
+    for fill in (0., 0.5, (0.1, 0.2, 0.9)):
+        same(translate_x(x, shifts, fill), warp_affine(x, shifts, along_x, fill))
+        same(translate_y(x, shifts, fill), warp_affine(x, shifts, along_y, fill))
+        same(translate_x(x, 4, fill), warp_affine(x, torch.full((9,), 4.), along_x, fill))
+
 def test_per_sample_parameters_equal_the_scalar_ones():
     mags = torch.arange(11, dtype=torch.float64)/10
     for name in IMAGE_OPS:
