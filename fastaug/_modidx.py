@@ -154,7 +154,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'fastaug.core.mix_rows': ('core.html#mix_rows', 'fastaug/core.py'),
                               'fastaug.core.padding_embedding': ('core.html#padding_embedding', 'fastaug/core.py'),
                               'fastaug.core.plain': ('core.html#plain', 'fastaug/core.py'),
-                              'fastaug.core.present_classes': ('core.html#present_classes', 'fastaug/core.py'),
                               'fastaug.core.remove_loss': ('core.html#remove_loss', 'fastaug/core.py'),
                               'fastaug.core.retype': ('core.html#retype', 'fastaug/core.py'),
                               'fastaug.core.sample_lam': ('core.html#sample_lam', 'fastaug/core.py'),

@@ -12,8 +12,8 @@ __all__ = ['MIX_MODES', 'check_positive', 'check_prob', 'check_choice', 'check_r
            'sample_lam', 'plain', 'retype', 'lam_like', 'mix_rows', 'batch_size', 'LossWrapper', 'install_loss',
            'remove_loss', 'MixedLoss', 'find_head', 'embedding_modules', 'padding_embedding', 'BatchHook', 'LatentHook',
            'world_size', 'is_distributed', 'all_reduce_sum', 'broadcast_first', 'all_gather_rows', 'fp32_region',
-           'sum_rows', 'check_labels', 'present_classes', 'class_indices', 'in_lr_find', 'RestoreOnExit',
-           'CountsEpochs', 'LatentCallback', 'MixCallback']
+           'sum_rows', 'check_labels', 'class_indices', 'in_lr_find', 'RestoreOnExit', 'CountsEpochs', 'LatentCallback',
+           'MixCallback']
 
 # %% ../nbs/00_core.ipynb #9d08598e
 def _is_real(x): return isinstance(x, numbers.Real) and not isinstance(x, bool)
@@ -375,12 +375,6 @@ def check_labels(y:Tensor, n_classes:int, who:str='this callback'):
         bad = y[(y < 0) | (y >= n_classes)]
         raise ValueError(f"{who}: labels must be in [0, {n_classes}) for a head with {n_classes} outputs, "
                          f"got {bad[:5].tolist()}")
-
-def present_classes(y:Tensor, n_classes:int)->tuple:
-    "`torch.unique(y, return_inverse=True, return_counts=True)` for class indices in [0, `n_classes`), by counting"
-    counts = torch.bincount(y, minlength=n_classes)
-    present = counts > 0
-    return present.nonzero()[:, 0],(present.cumsum(0) - 1).index_select(0, y),counts[present]
 
 def class_indices(y:Tensor, n_classes:int, who:str='this callback')->Tensor:
     "`y` as a flat `long` tensor of checked class indices; a (bs, 1) column (fastai's tabular targets) is flattened"

@@ -84,10 +84,11 @@ def _update(self:CovarianceEstimator, x, y):
     "`update` for features and labels already checked"
     with torch.no_grad(), fp32_region(self.device):
         x,y = plain(x).detach().to(self.device, torch.float32),plain(y).to(self.device, torch.long)
-        finite = torch.isfinite(x).all(1)
-        if not finite.all(): x,y = x[finite],y[finite]
+        if not torch.isfinite(x.sum()):  # one reduction when every value is finite (it may overflow: then check rows)
+            finite = torch.isfinite(x).all(1)
+            x,y = x[finite],y[finite]
         if not len(y): return self
-        classes,group,n = present_classes(y, self.n_classes)
+        classes,group,n = torch.unique(y, return_inverse=True, return_counts=True)
         mean = sum_rows(x, group, len(classes))/n[:, None]
         xc = x - mean[group]
         if self.kind == 'diag': self._merge(classes, n, mean, scatter=sum_rows(xc*xc, group, len(classes)))
@@ -110,7 +111,7 @@ def _merge(self:CovarianceEstimator, classes, n, mean, rows=None, scatter=None, 
     # One in-place pass over the covariance of each class present: Σ ← (1-w)Σ + RᵀR, R = [shift; rows/√(N+n)].
     # A batched version would gather and scatter back (classes × A × A) copies, three times the memory traffic.
     ends = torch.cumsum(n, 0).tolist()
-    starts,beta,wl,scale = [0] + ends[:-1],(1 - w).tolist(),w.tolist(),(N + nf).rsqrt()
+    starts,beta,wl,scale = [0] + ends[:-1],(1 - w).tolist(),w.tolist(),(N + nf).rsqrt().tolist()
     for i,c in enumerate(classes.tolist()):
         S = self.cov[c]
         if rows is None: S.mul_(beta[i]).add_(cov[c], alpha=wl[i]).addr_(shift[i], shift[i])
@@ -217,7 +218,7 @@ def isda_logits(
 def _isda_logits(logits, y, weight, cov, lam):
     "`isda_logits` for labels already checked"
     if lam == 0: return logits
-    classes,group,_ = present_classes(y, weight.shape[0])
+    classes,group = torch.unique(y, return_inverse=True)
     q = logit_variance(weight, cov, classes)
     dt = torch.promote_types(logits.dtype, torch.float32)
     with fp32_region(logits.device): out = plain(logits).to(dt) + (lam/2)*q[group].to(dt)
