@@ -9,7 +9,8 @@ from fastai.basics import *
 from .core import *
 
 # %% auto #0
-__all__ = ['CUT_KINDS', 'MixUp', 'rand_box', 'rand_segment', 'rand_features', 'cut_fraction', 'paste', 'cut_kind', 'CutMix']
+__all__ = ['CUT_KINDS', 'MixUp', 'rand_box', 'rand_segment', 'rand_features', 'cut_fraction', 'paste', 'cut_kind',
+           'rand_box_masks', 'rand_segment_masks', 'rand_feature_masks', 'paste_where', 'CutMix']
 
 # %% ../nbs/02_mixup.ipynb #36581914
 class MixUp(MixCallback):
@@ -82,22 +83,59 @@ def cut_kind(xb:tuple, kind:str='auto')->str:
         raise ValueError(f"CutMix with kind={kind!r} needs inputs of the same trailing size, got shapes {shapes}")
     return kind
 
+# %% ../nbs/02_mixup.ipynb #102f3c53
+def rand_box_masks(h:int, w:int, lam:Tensor)->Tensor:
+    "A box per sample of side ratio √(1-λᵢ) of an `h`×`w` image, centred at random and clipped: (bs, h, w) masks"
+    r,dev = (1 - lam.float()).clamp(0, 1).sqrt(),lam.device
+    ch,cw = (h*r).round().long(),(w*r).round().long()
+    y0 = torch.randint(h, (len(lam),), device=dev) - ch//2
+    x0 = torch.randint(w, (len(lam),), device=dev) - cw//2
+    rows = torch.arange(h, device=dev)[None]
+    cols = torch.arange(w, device=dev)[None]
+    rows = (rows >= y0[:, None]) & (rows < (y0 + ch)[:, None])
+    cols = (cols >= x0[:, None]) & (cols < (x0 + cw)[:, None])
+    return rows[:, :, None] & cols[:, None, :]
+
+def rand_segment_masks(n:int, lam:Tensor)->Tensor:
+    "A segment per sample of length (1-λᵢ)·`n`, centred at random and clipped: (bs, n) masks"
+    c = (n*(1 - lam.float())).round().long()
+    a = torch.randint(n, (len(lam),), device=lam.device) - c//2
+    pos = torch.arange(n, device=lam.device)[None]
+    return (pos >= a[:, None]) & (pos < (a + c)[:, None])
+
+def rand_feature_masks(n:int, lam:Tensor)->Tensor:
+    "A random round((1-λᵢ)·`n`) of the `n` columns per sample: (bs, n) masks"
+    k = (n*(1 - lam.float())).round().long()
+    ranks = torch.rand(len(lam), n, device=lam.device).argsort(1).argsort(1)
+    return ranks < k[:, None]
+
+def paste_where(x:Tensor, perm:Tensor, mask:Tensor)->Tensor:
+    "A copy of `x` whose values where `mask` (bs, *trailing dims) is set come from each sample's partner `perm`"
+    m = mask.view(len(mask), *[1]*(x.ndim - mask.ndim), *mask.shape[1:])
+    xp = plain(x)
+    return retype(torch.where(m, xp.index_select(0, perm), xp), x)
+
+
 # %% ../nbs/02_mixup.ipynb #d0d51851
 class CutMix(MixCallback):
     "Paste a region of each sample's partner into it, and weigh the two targets by area (Yun et al., 2019)"
     def __init__(self,
         alpha:float=1., # λ ~ Beta(alpha, alpha) sets the share of each sample that stays its own
         p:float=1., # Probability of cutting a batch (the authors use 0.5 on CIFAR, 1.0 on ImageNet)
-        kind:str='auto' # 'box', 'segment' or 'features'; 'auto' picks it from the inputs' shapes
+        kind:str='auto', # 'box', 'segment' or 'features'; 'auto' picks it from the inputs' shapes
+        mode:str='batch', # 'batch': one λ and region per batch (the paper's); 'sample': a λ and region per sample
+        correct_lam:bool=True # Weigh the targets by the share of the sample left after clipping (False: by the drawn λ)
     ):
-        super().__init__(alpha, mode='batch')
+        super().__init__(alpha, mode=mode, fold=False)
         self.p,self.kind = check_prob('p', p),check_choice('kind', kind, CUT_KINDS)
+        self.correct_lam = bool(correct_lam)
 
     def mix_batch(self):
         "Cut the same region from every input of the batch; paste segmentation masks along with their images"
         if self.p < 1 and torch.rand(()) >= self.p: return
         kind,ts = cut_kind(self.xb, self.kind),[x for x in self.xb if isinstance(x, Tensor)]
         bs,dev = batch_size(self.xb),ts[0].device
+        if self.mode == 'sample': return self._cut_per_sample(kind, ts, bs, dev)
         lam = float(sample_lam(self.alpha, 1)[0])
         perm = self.pair(bs, dev)
         if kind == 'features':
@@ -112,4 +150,22 @@ class CutMix(MixCallback):
             if kind == 'box' and self.yb and all(y.ndim >= 3 and y.shape[-2:] == shape for y in self.yb):
                 self.learn.yb = tuple(paste(y, perm, region) for y in self.yb)
                 return
-        self.lam = torch.full((bs,), 1 - frac, device=dev)
+        self.lam = torch.full((bs,), 1 - frac if self.correct_lam else lam, device=dev)
+
+    def _cut_per_sample(self, kind, ts, bs, dev):
+        "A λ and a region per sample, drawn and pasted for the whole batch at once"
+        lam = sample_lam(self.alpha, bs, device=dev)
+        perm = self.pair(bs, dev)
+        if kind == 'features':
+            sizes = [t.shape[-1] for t in ts]
+            mask = rand_feature_masks(sum(sizes), lam)
+            parts = iter(mask.split(sizes, 1))
+            self.learn.xb = tuple(paste_where(x, perm, next(parts)) if isinstance(x, Tensor) else x for x in self.xb)
+        else:
+            shape = ts[0].shape[-2:] if kind == 'box' else ts[0].shape[-1:]
+            mask = rand_box_masks(*shape, lam) if kind == 'box' else rand_segment_masks(shape[0], lam)
+            self.learn.xb = tuple(paste_where(x, perm, mask) if isinstance(x, Tensor) else x for x in self.xb)
+            if kind == 'box' and self.yb and all(y.ndim >= 3 and y.shape[-2:] == shape for y in self.yb):
+                self.learn.yb = tuple(paste_where(y, perm, mask) for y in self.yb)
+                return
+        self.lam = 1 - mask.float().flatten(1).mean(1) if self.correct_lam else lam

@@ -363,3 +363,45 @@ def test_integer_inputs_without_embedding():
     learn = Learner(synth_dls(x, y), Net(), loss_func=CrossEntropyLossFlat(), cbs=MixUp())
     learn.remove_cb(ProgressCallback)
     with pytest.raises(ValueError, match='integer inputs but the model has no embedding module'): fit_quiet(learn, 1)
+
+# ---------------------------------------------------------------- CutMix with a region per sample
+class _Record(Callback):
+    "Keep each training batch's inputs as the model sees them, and the CutMix weights"
+    order = 50
+    def __init__(self, cb): self.cb,self.seen = cb,[]
+    def before_batch(self):
+        if self.training: self.seen.append((self.xb, self.cb.lam, self.cb.perm))
+
+@pytest.mark.parametrize('modality', ['image', 'series', 'tabular', 'text'])
+def test_cutmix_per_sample_trains_on_every_modality(modality):
+    cb = CutMix(1., mode='sample')
+    learn = small_learner(modality, cbs=cb)
+    lf = learn.loss_func
+    fit_quiet(learn, 1)
+    assert learn.loss_func is lf and not hooks_left(learn.model)
+    assert math.isfinite(float(learn.recorder.losses[-1]))
+
+def test_cutmix_per_sample_pastes_each_region_from_its_partner():
+    "Every image of a real training batch is its own outside one box and its partner's inside it, with λ its own share"
+    cb = CutMix(1., mode='sample')
+    rec = _Record(cb)
+    learn = small_learner('image', cbs=[cb, rec])
+    orig = []
+    class Orig(Callback):
+        order = -10
+        def before_batch(self):
+            if self.training: orig.append(self.xb[0].clone())
+    learn.add_cb(Orig())
+    fit_quiet(learn, 1)
+    shares = []
+    for x0,((x,),lam,perm) in zip(orig, rec.seen):
+        for i in range(len(x0)):
+            if perm[i] == i: continue
+            own,theirs = x[i] == x0[i],x[i] == x0[perm[i]]
+            cut = ~own[0]
+            rows,cols = cut.any(1),cut.any(0)
+            assert (cut <= (rows[:, None] & cols[None])).all()          # the pasted pixels lie in one box
+            assert theirs[:, rows][:, :, cols].all()                    # ... all of which is the partner's
+            shares.append(float(lam[i]))
+            assert abs(float(lam[i]) - float(own.float().mean())) <= float((x0[i] == x0[perm[i]]).float().mean()) + 1e-6
+    assert len(set(round(s, 4) for s in shares)) > 10                   # a share per sample
