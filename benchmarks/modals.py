@@ -10,7 +10,8 @@ the callbacks' work and the discriminator's step included); configurations take 
 `rounds` rounds, and each one's median step time is divided by plain training's. The problem is the issue's: batch
 size 128, a latent of 256 (the head is `nn.Linear(256, 10)`), 10 classes — the small image convnet on Fashion-MNIST
 and the 1-D convnet on MNIST-1D, with their last stage widened to 256 — plus the tabular MLP (latent 256, 5 classes),
-whose model is so small that the discriminator (256 → 512 → 128 → 1) costs more than the model itself.
+whose model is so small that the authors' discriminator (256 → 512 → 128 → 1) cost more than the model itself;
+MODALS now sizes it to the latent (`disc_hidden`: 256 → 128 → 32 → 1 here).
 `refresh='epoch'` adds a forward pass over the training set once per epoch, which a per-step timing does not show.
 
 `accuracy` trains each modality's small model (`fastaug.datasets.get_learner`) with no augmentation, fastaug's
