@@ -303,9 +303,7 @@ def cutout(
     return keep_or_fill(x.clone(), 1 - rows[:, None, :, None]*cols[:, None, None, :], fill)
 
 # %% ../nbs/05_image_ops.ipynb #6fb9e917
-def _level(m:float, top:int)->int: return int(m*top + 1e-6)  # PBA's `int_parameter`, safe from float noise like 0.7*30
-
-def _level_t(m:Tensor, top:int)->Tensor: return (m*top + 1e-6).floor()
+_INTEGER_PARAMETERS = ('TranslateX', 'TranslateY', 'Posterize', 'Solarize', 'Cutout')
 
 def image_op_parameter(
     name:str, # One of `IMAGE_OPS`
@@ -314,23 +312,17 @@ def image_op_parameter(
     w:int=32 # Image width
 ):
     """The unsigned parameter operation `name` applies at `magnitude` to h×w images (None for those without one);
-    for a tensor of magnitudes, an fp64 tensor of parameters (Cutout: a pair), computed as for each number"""
+    for a tensor of magnitudes, an fp64 tensor of parameters (Cutout: a pair)"""
     if isinstance(magnitude, Tensor): return _parameters(name, magnitude, h, w)
     m = float(magnitude)
     if not 0 <= m <= 1: raise ValueError(f"magnitude must be in [0, 1], got {magnitude!r}")
-    if name == 'Rotate': return 30*m
-    if name in ('ShearX', 'ShearY'): return 0.3*m
-    if name == 'TranslateX': return round(10*m*w/32)
-    if name == 'TranslateY': return round(10*m*h/32)
-    if name in ('Brightness', 'Color', 'Contrast', 'Sharpness'): return m
-    if name == 'Posterize': return max(1, 8 - round(8*m))
-    if name == 'Solarize': return 256 - _level(m, 256)
-    if name == 'Cutout': return (round(20*m*h/32), round(20*m*w/32))
-    if name in ('Invert', 'Equalize', 'AutoContrast'): return None
-    raise ValueError(f"unknown image operation {name!r}; the image operations are {IMAGE_OPS}")
+    v = _parameters(name, torch.tensor([m], dtype=torch.float64), h, w)  # one formula for numbers and tensors
+    if v is None: return None
+    conv = int if name in _INTEGER_PARAMETERS else float
+    return tuple(conv(t[0]) for t in v) if isinstance(v, tuple) else conv(v[0])
 
 def _parameters(name:str, m:Tensor, h:int, w:int):
-    "`image_op_parameter` for an fp64 tensor of magnitudes: the same arithmetic, in the same order, on every value"
+    "PBA's parameter of operation `name` for each magnitude of `m`, in fp64 (PBA's `int_parameter` floors m·top)"
     m = m.detach().cpu().to(torch.float64).flatten()
     lo,hi = torch.aminmax(m) if len(m) else (m.new_zeros(()), m.new_zeros(()))
     if lo < 0 or hi > 1: raise ValueError(f"magnitudes must be in [0, 1], got {m[(m < 0) | (m > 1)][:5].tolist()}")
@@ -340,7 +332,7 @@ def _parameters(name:str, m:Tensor, h:int, w:int):
     if name == 'TranslateY': return (10*m*h/32).round()
     if name in ('Brightness', 'Color', 'Contrast', 'Sharpness'): return m
     if name == 'Posterize': return (8 - (8*m).round()).clamp(min=1)
-    if name == 'Solarize': return 256 - _level_t(m, 256)
+    if name == 'Solarize': return 256 - (m*256 + 1e-6).floor()  # safe from float noise like 0.7*30
     if name == 'Cutout': return ((20*m*h/32).round(), (20*m*w/32).round())
     if name in ('Invert', 'Equalize', 'AutoContrast'): return None
     raise ValueError(f"unknown image operation {name!r}; the image operations are {IMAGE_OPS}")

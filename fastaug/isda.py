@@ -73,11 +73,16 @@ def update(self:CovarianceEstimator,
     y:Tensor # Integer class labels in [0, n_classes), shape (n,)
 )->CovarianceEstimator:
     "Merge the features `x` of samples labelled `y` into the statistics"
-    if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.dim:
-        raise ValueError(f"features must be a (batch, {self.dim}) tensor, got {tuple(getattr(x, 'shape', ()))}")
+    self._check_features(x)
     check_labels(y, self.n_classes, type(self).__name__)
     if len(y) != len(x): raise ValueError(f"{len(x)} feature rows for {len(y)} labels")
     return self._update(x, y)
+
+@patch
+def _check_features(self:CovarianceEstimator, x):
+    "Raise unless `x` is a (batch, dim) tensor of features"
+    if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.dim:
+        raise ValueError(f"features must be a (batch, {self.dim}) tensor, got {tuple(getattr(x, 'shape', ()))}")
 
 @patch
 def _update(self:CovarianceEstimator, x, y):
@@ -287,8 +292,7 @@ class ISDA(CountsEpochs, LatentCallback):
             raise ValueError(f"ISDA needs a (batch, features) latent entering the head, got shape {tuple(z.shape)}")
         x,y = z.detach(),self.labels
         if is_distributed(): x,y = all_gather_rows(x),all_gather_rows(y)
-        if x.shape[1] != self.estimator.dim:
-            raise ValueError(f"features must be a (batch, {self.estimator.dim}) tensor, got {tuple(x.shape)}")
+        self.estimator._check_features(x)
         self.estimator._update(x, y)  # the labels were checked when the batch began
 
     def after_pred(self):

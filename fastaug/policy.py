@@ -120,15 +120,14 @@ class Policy:
     def _tensors(self, device)->tuple:
         "Per setting: its probability, its magnitude (fp64, CPU) and the index of its operation; the 0/1/2 thresholds"
         key = (str(device), tuple(self.settings), self.n_ops_weights)  # a policy edited in place gets new tensors
-        if getattr(self, '_cache', None) is None: self._cache = {}
-        if key not in self._cache:
-            w = torch.tensor(self.n_ops_weights, dtype=torch.float64)
-            ops = self.ops
-            self._cache[key] = (torch.tensor([s.p for s in self.settings], device=device),
-                                torch.tensor([s.m for s in self.settings], dtype=torch.float64),
-                                torch.tensor([ops.index(s.op) for s in self.settings], device=device),
-                                (w.cumsum(0)[:2]/w.sum()).float().to(device))
-        return self._cache[key]
+        cache = getattr(self, '_cache', None)
+        if cache is None or cache[0] != key:
+            w,ops = torch.tensor(self.n_ops_weights, dtype=torch.float64),self.ops
+            cache = self._cache = (key, (torch.tensor([s.p for s in self.settings], device=device),
+                                         torch.tensor([s.m for s in self.settings], dtype=torch.float64),
+                                         torch.tensor([ops.index(s.op) for s in self.settings], device=device),
+                                         (w.cumsum(0)[:2]/w.sum()).float().to(device)))
+        return cache[1]
 
     def __getstate__(self): return {k: v for k,v in self.__dict__.items() if k != '_cache'}
 

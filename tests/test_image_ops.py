@@ -158,15 +158,21 @@ def test_translation_by_slices_equals_the_affine_map(dtype):
         same(translate_y(x, shifts, fill), warp_affine(x, shifts, along_y, fill))
         same(translate_x(x, 4, fill), warp_affine(x, torch.full((9,), 4.), along_x, fill))
 
-def test_per_sample_parameters_equal_the_scalar_ones():
-    mags = torch.arange(11, dtype=torch.float64)/10
-    for name in IMAGE_OPS:
-        for h,w in ((32, 32), (28, 36), (224, 224)):
-            vec = image_op_parameter(name, mags, h, w)
-            for i,m in enumerate(mags.tolist()):
-                ref = image_op_parameter(name, m, h, w)
-                got = None if vec is None else tuple(float(v[i]) for v in vec) if isinstance(vec, tuple) else float(vec[i])
-                assert got == (tuple(float(r) for r in ref) if isinstance(ref, tuple) else ref), (name, m, h, w)
+def test_parameters_follow_pba_formulas_for_numbers_and_tensors():
+    "PBA's parameters at a few magnitudes and sizes, as numbers (ints where PBA's are) and as tensors"
+    cases = [('Rotate', .7, 32, 32, 21.), ('ShearX', .5, 32, 32, .15), ('TranslateX', .5, 32, 32, 5),
+             ('TranslateX', .5, 224, 224, 35), ('TranslateY', .3, 28, 36, 3), ('Brightness', .4, 32, 32, .4),
+             ('Posterize', .9, 32, 32, 1), ('Posterize', .3, 32, 32, 6), ('Solarize', .7, 32, 32, 77),
+             ('Solarize', 0., 32, 32, 256), ('Cutout', .5, 32, 32, (10, 10)), ('Cutout', .5, 28, 36, (9, 11)),
+             ('Invert', .5, 32, 32, None)]
+    for name,m,h,w,want in cases:
+        got = image_op_parameter(name, m, h, w)
+        assert got == pytest.approx(want) if isinstance(want, float) else got == want, (name, m, got)
+        if isinstance(want, (int, tuple)): assert all(type(v) is int for v in (got if isinstance(got, tuple) else (got,)))
+        vec = image_op_parameter(name, torch.tensor([m, m], dtype=torch.float64), h, w)
+        if want is None: assert vec is None; continue
+        vals = [tuple(float(t[i]) for t in vec) if isinstance(vec, tuple) else float(vec[i]) for i in range(2)]
+        assert vals[0] == vals[1] == (tuple(float(v) for v in got) if isinstance(got, tuple) else float(got))
     with pytest.raises(ValueError, match=r'magnitudes must be in \[0, 1\]'): image_op_parameter('Rotate', torch.tensor([1.5]))
 
 def _fixed_draws(monkeypatch):
