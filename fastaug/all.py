@@ -8,6 +8,7 @@ from .policy import *
 from .mixup import *
 from .manifold import *
 from .image_ops import *
+from .series_ops import *
 from .modals import *
 from .isda import *
 from .pba import *

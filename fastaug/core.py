@@ -12,8 +12,8 @@ __all__ = ['MIX_MODES', 'check_positive', 'check_prob', 'check_choice', 'check_r
            'sample_lam', 'plain', 'retype', 'lam_like', 'mix_rows', 'batch_size', 'LossWrapper', 'install_loss',
            'remove_loss', 'MixedLoss', 'find_head', 'embedding_modules', 'padding_embedding', 'BatchHook', 'LatentHook',
            'world_size', 'is_distributed', 'all_reduce_sum', 'broadcast_first', 'all_gather_rows', 'fp32_region',
-           'sum_rows', 'check_labels', 'class_indices', 'in_lr_find', 'RestoreOnExit', 'CountsEpochs', 'LatentCallback',
-           'MixCallback']
+           'sum_rows', 'check_labels', 'class_indices', 'in_lr_find', 'RestoreOnExit', 'CountsEpochs', 'check_span',
+           'Scheduled', 'LatentCallback', 'MixCallback']
 
 # %% ../nbs/00_core.ipynb #9d08598e
 def _is_real(x): return isinstance(x, numbers.Real) and not isinstance(x, bool)
@@ -405,6 +405,47 @@ class CountsEpochs:
         if self._trains and not in_lr_find(self.learn): self.epochs_done += 1
         self._trains = False
 
+# %% ../nbs/00_core.ipynb #a5c7e0d1
+def check_span(name:str, value)->int|float|None:
+    "None, a number of epochs (an integer >= 0) or a share of training (a float in (0, 1)), checked"
+    if value is None: return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0: return int(value)
+    if _is_real(value) and not isinstance(value, numbers.Integral) and 0 < value < 1: return float(value)
+    raise ValueError(f"`{name}` must be None, a number of epochs (an integer >= 0) or a share of the training (a float "
+                     f"in (0, 1)), got {value!r}")
+
+class Scheduled(CountsEpochs):
+    """Mixin for callbacks: augmentation off for the last `off_last` epochs (or share) of training and rising linearly
+    over the first `ramp`, counted over all fits; call `start_fit` in `before_fit`, `mark_training` in `before_train`"""
+    off_last = ramp = n_epochs = None
+    _fit_start = 0
+
+    def set_schedule(self, off_last=None, ramp=None, n_epochs=None):
+        "Check and keep the schedule's settings"
+        self.off_last,self.ramp = check_span('off_last', off_last),check_span('ramp', ramp)
+        self.n_epochs = check_int('n_epochs', n_epochs, or_none=True)
+
+    def start_fit(self): self._fit_start = self.epochs_done
+    def mark_training(self):
+        super().mark_training()
+        self._iter0 = getattr(self.learn, 'train_iter', 0)  # the loader calls a policy before `learn.iter` is set
+
+    @property
+    def total_epochs(self)->int:
+        "Epochs of the whole training: `n_epochs`, else the epochs trained before this fit plus this fit's"
+        return self.n_epochs or self._fit_start + self.n_epoch
+
+    @property
+    def strength(self)->float:
+        "How strongly to augment this batch: 0 over the last `off_last` epochs, `ramp`'s rise from 0 to 1, else 1"
+        if (self.off_last is None and self.ramp is None) or in_lr_find(self.learn): return 1.
+        total,epoch = self.total_epochs,self.epochs_done
+        span = lambda v: v if isinstance(v, int) else v*total
+        if self.off_last and epoch >= total - span(self.off_last): return 0.
+        if not self.ramp: return 1.
+        done = getattr(self.learn, 'train_iter', 0) - getattr(self, '_iter0', 0)  # batches of this epoch trained
+        return min((epoch + done/max(self.n_iter, 1))/span(self.ramp), 1.)
+
 class LatentCallback(RestoreOnExit, Callback):
     "Base for callbacks that act on the latent entering the classifier head, one training batch at a time"
     run_valid,order = False,15
@@ -464,7 +505,7 @@ class LatentCallback(RestoreOnExit, Callback):
 # %% ../nbs/00_core.ipynb #ed1ab42a
 MIX_MODES = ('sample', 'batch')
 
-class MixCallback(RestoreOnExit, Callback):
+class MixCallback(Scheduled, RestoreOnExit, Callback):
     "Base for callbacks that mix pairs of training samples: owns the loss swap, the pairing and their clean-up"
     run_valid,order,loss_class = False,20,MixedLoss
     _stateattrs = ('_loss','_hooks','_guard','_embs','lam','perm')
@@ -472,10 +513,15 @@ class MixCallback(RestoreOnExit, Callback):
     def __init__(self,
         alpha:float=0.4, # λ ~ Beta(alpha, alpha)
         mode:str='sample', # 'sample': a λ per sample (fastai's default); 'batch': one λ per batch (the paper's)
-        fold:bool|None=None # Fold λ to max(λ, 1-λ); default: True for 'sample', False for 'batch'
+        fold:bool|None=None, # Fold λ to max(λ, 1-λ); default: True for 'sample', False for 'batch'
+        off_last:int|float|None=None, # Epochs (an int) or share of training (a float) at the end without mixing
+        ramp:int|float|None=None, # Epochs or share of training at the start over which α rises linearly from 0
+        n_epochs:int|None=None # Epochs of the whole training over all fits (fine_tune: freeze_epochs + epochs)
     ):
         self.alpha,self.mode = check_positive('alpha', alpha),check_choice('mode', mode, MIX_MODES)
         self.fold = mode == 'sample' if fold is None else fold
+        self.set_schedule(off_last, ramp, n_epochs)
+        self.scale = 1.
         self._init_state()
 
     def _init_state(self):
@@ -489,7 +535,8 @@ class MixCallback(RestoreOnExit, Callback):
 
     def draw(self, bs:int, device=None)->Tensor:
         "Draw this batch's weights `self.lam` (by `mode` and `fold`) and partners `self.perm`; return the partners"
-        self.lam = sample_lam(self.alpha, bs, per_sample=self.mode == 'sample', fold=self.fold, device=device)
+        alpha = self.alpha*self.scale
+        self.lam = sample_lam(alpha, bs, per_sample=self.mode == 'sample', fold=self.fold, device=device)
         return self.pair(bs, device)
 
     def pair(self, bs:int, device=None)->Tensor:
@@ -497,9 +544,12 @@ class MixCallback(RestoreOnExit, Callback):
         self.perm = torch.randperm(bs, device=device)
         return self.perm
 
-    def before_fit(self): self._restore()
+    def before_fit(self):
+        self._restore()
+        self.start_fit()
     def before_train(self):
         self._restore()
+        self.mark_training()
         other = first(c for c in getattr(self.learn, 'cbs', []) if isinstance(c, MixCallback) and c is not self)
         if other is not None: raise ValueError(
             f"{type(self).__name__} and {type(other).__name__} both mix pairs of samples: a Learner takes one mixing "
@@ -508,8 +558,9 @@ class MixCallback(RestoreOnExit, Callback):
         self._embs = None
 
     def before_batch(self):
-        self.lam = None
-        self.mix_batch()
+        "Mix the batch, with α scaled by the schedule's `strength` (none at 0)"
+        self.lam,self.scale = None,self.strength
+        if self.scale > 0: self.mix_batch()
         if self.lam is None: self._loss.clear()
         else: self._loss.set(self.lam, self.perm)
 

@@ -13,7 +13,7 @@ from .core import *
 from .policy import *
 
 # %% auto #0
-__all__ = ['IMAGE_OPS', 'check_images', 'fill_value', 'per_sample', 'keep_or_fill', 'warp_affine', 'rotate', 'shear_x', 'shear_y',
+__all__ = ['IMAGE_OPS', 'check_images', 'fill_value', 'keep_or_fill', 'warp_affine', 'rotate', 'shear_x', 'shear_y',
            'translate_x', 'translate_y', 'grey', 'smooth', 'brightness', 'color', 'contrast', 'sharpness', 'apply_lut',
            'posterize', 'solarize', 'invert', 'equalize', 'autocontrast', 'cutout', 'image_op_parameter',
            'random_signs', 'apply_policy', 'ImagePolicy']
@@ -46,13 +46,6 @@ def _fill_key(fill)->tuple:
 def fill_value(fill, x:Tensor)->Tensor:
     "`fill` (in 0-1, one value or one per channel) as a (1, c, 1, 1) tensor in the scale and dtype of `x`"
     return _fill_tensor(_fill_key(fill), x.shape[1], x.dtype, str(x.device))
-
-def per_sample(v, n:int, name:str='value')->Tensor:
-    "`v` (a number, or one per sample) as a float64 tensor of `n` values on the CPU, so parameters keep PIL's precision"
-    t = torch.as_tensor(v, dtype=torch.float64).detach().cpu().flatten()
-    if t.numel() == 1: return t.expand(n)
-    if t.numel() != n: raise ValueError(f"`{name}` must be one number or one per sample ({n}), got {t.numel()} values")
-    return t
 
 def _as_dtype(y:Tensor, dtype)->Tensor:
     "fp32 values `y` clipped to the range of `dtype` and cast: truncated to integers for uint8, as PIL does"
@@ -426,9 +419,12 @@ class ImagePolicy(RestoreOnExit, PolicyCallback):
 
     def __init__(self,
         policy:Policy|list|None=None, # The policy to apply (a `PBA` callback can set it per epoch)
-        fill:float|tuple|None=None # Colour of uncovered pixels in 0-1 (one, or per channel); None: `Normalize`'s mean
+        fill:float|tuple|None=None, # Colour of uncovered pixels in 0-1 (one, or per channel); None: `Normalize`'s mean
+        off_last:int|float|None=None, # Epochs (an int) or share of training (a float) at the end without augmentation
+        ramp:int|float|None=None, # Epochs or share of training at the start over which magnitudes rise from 0
+        n_epochs:int|None=None # Epochs of the whole training over all fits (fine_tune: freeze_epochs + epochs)
     ):
-        super().__init__(policy)
+        super().__init__(policy, off_last, ramp, n_epochs)
         if fill is not None: fill_value(fill, torch.zeros(1, len(torch.as_tensor(fill).flatten()), 1, 1))  # checks it
         self.fill = fill
         self._init_state()
@@ -439,12 +435,16 @@ class ImagePolicy(RestoreOnExit, PolicyCallback):
 
     @property
     def active(self)->bool:
-        "Whether to augment now: during training, with a policy that has operations"
-        return self.learn is not None and bool(self.training) and self.policy is not None and len(self.policy) > 0
+        "Whether to augment now: during training, with a policy that has operations, unless the schedule says off"
+        return self.learn is not None and bool(self.training) and self.policy is not None and len(self.policy) > 0 \
+               and self.strength > 0
 
-    def before_fit(self): self._restore()
+    def before_fit(self):
+        self._restore()
+        self.start_fit()
     def before_train(self):
         self._restore()
+        self.mark_training()
         norm = _find_tfm(self.dl, Normalize)
         self._stats = None if norm is None else (plain(norm.mean).float(), plain(norm.std).float())
         i2f = _find_tfm(self.dl, IntToFloatTensor)
@@ -469,8 +469,12 @@ class ImagePolicy(RestoreOnExit, PolicyCallback):
         new = self._augment_bytes(x) if isinstance(x, Tensor) and x.dtype == torch.uint8 else self._augment_float(x)
         self.learn.xb = (new, *self.xb[1:])
 
+    def _apply(self, x:Tensor)->Tensor:
+        "The policy applied to pixel values `x`, with this batch's plan and the schedule's magnitude scale"
+        return apply_policy(self.policy, x, self.input_plan(len(x), x.device), fill=self._fill(), scale=self.strength)
+
     def _augment_bytes(self, x:Tensor)->Tensor:
-        return retype(apply_policy(self.policy, plain(check_images(x, type(self).__name__)), fill=self._fill()), x)
+        return retype(self._apply(plain(check_images(x, type(self).__name__))), x)
 
     def _augment_float(self, x:Tensor)->Tensor:
         "Un-normalise, apply the policy to pixel values in [0, 1], normalise again"
@@ -482,7 +486,7 @@ class ImagePolicy(RestoreOnExit, PolicyCallback):
             raise ValueError(f"{type(self).__name__} needs pixel values in [0, 1] or a `Normalize` transform to undo, "
                              f"but the batch spans [{v.min().item():.3g}, {v.max().item():.3g}] and the loader has no "
                              "`Normalize`")
-        v = apply_policy(self.policy, v.clamp(0, 1), fill=self._fill())
+        v = self._apply(v.clamp(0, 1))
         if self._stats is not None: v = (v - mean)/std
         return retype(v.to(x.dtype), x)
 

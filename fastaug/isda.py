@@ -239,20 +239,22 @@ class ISDALoss(LossWrapper):
         if not yb or not self.active: return self.loss_func(pred, *yb)
         return self.loss_func(self.owner.augment(pred, yb[0]), *yb)
 
-class ISDA(CountsEpochs, LatentCallback):
+class ISDA(Scheduled, LatentCallback):
     "Train on the closed-form bound of the loss over features augmented along class covariances (Wang et al., 2019)"
     _stateattrs = LatentCallback._stateattrs + ('estimator', '_head_ref')
     def __init__(self,
         lambda0:float=0.5, # Final strength λ₀: λ ramps up as λ₀·epoch/n_epochs (0.5 on CIFAR, up to 7.5 on ImageNet)
         cov:str='full', # 'full': a covariance per class (C·A² floats); 'diag': variances only (C·A), for large C·A²
         head:nn.Module|str|None=None, # The head, or its dotted name: the model's last `nn.Linear` if None
-        n_epochs:int|None=None # Length of the whole training for λ's ramp; default: earlier fits' epochs + this fit's
+        n_epochs:int|None=None, # Length of the whole training for λ's ramp; default: earlier fits' epochs + this fit's
+        off_last:int|float|None=None, # Epochs (an int) or share of training (a float) at the end without ISDA
+        ramp:int|float|None=None # Epochs or share of training at the start over which λ rises from 0, instead of all
     ):
         super().__init__(head)
         self.lambda0 = check_nonnegative('lambda0', lambda0)
         self.cov = check_choice('cov', cov, COV_KINDS)
-        self.n_epochs = None if n_epochs is None else check_int('n_epochs', n_epochs)
-        self.epochs_done,self.lam = 0,0.
+        self.set_schedule(off_last, ramp, n_epochs)
+        self.epochs_done,self.lam,self._epoch_lam = 0,0.,0.
 
     def _init_state(self):
         super()._init_state()
@@ -260,9 +262,9 @@ class ISDA(CountsEpochs, LatentCallback):
         self._fit_start,self._verify,self._trains = 0,False,False
 
     def lambda_at(self, epoch:int)->float:
-        "λ for epoch `epoch` of the current fit"
-        total = self.n_epochs or self._fit_start + self.n_epoch
-        return self.lambda0*min((self._fit_start + epoch)/total, 1.)
+        "λ for epoch `epoch` of the current fit: the paper's ramp over the whole training, if there is no `ramp`"
+        if self.ramp is not None: return self.lambda0
+        return self.lambda0*min((self._fit_start + epoch)/self.total_epochs, 1.)
 
     def before_fit(self):
         "A new head starts the statistics and λ's ramp again; `get_preds` and `predict` run this too: nothing allocated"
@@ -270,7 +272,8 @@ class ISDA(CountsEpochs, LatentCallback):
         h = self.head
         if self._head_ref is None or self._head_ref() is not h:
             self.estimator,self._head_ref,self.epochs_done = None,weakref.ref(h),0
-        self._fit_start,self._verify,self.lam,self._trains = self.epochs_done,True,0.,False
+        self.start_fit()
+        self._verify,self.lam,self._trains = True,0.,False
 
     def before_train(self):
         "The estimator is made when training starts"
@@ -283,8 +286,12 @@ class ISDA(CountsEpochs, LatentCallback):
 
     def make_loss(self, loss_func):
         "`ISDALoss` for training; nothing inside `lr_find`, whose steps use the plain logits"
-        self.lam = 0. if in_lr_find(self.learn) else self.lambda_at(self.epoch)
+        self.lam = self._epoch_lam = 0. if in_lr_find(self.learn) else self.lambda_at(self.epoch)
         return None if in_lr_find(self.learn) else ISDALoss(loss_func, self)
+
+    def before_batch(self):
+        super().before_batch()
+        self.lam = self._epoch_lam*self.strength  # 0 in the epochs the schedule turns ISDA off
 
     def latent(self, z):
         if not self.collecting: return

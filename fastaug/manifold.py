@@ -126,9 +126,12 @@ class ManifoldMixup(MixCallback):
         use_input_mixup:bool=True, # Count the input as one of the layers to draw from
         depth:float=0.5, # Without `module_list`: mix at the first `depth` share of the blocks found (1: all of them)
         mode:str='sample', # 'sample': a λ per sample (fastai's default); 'batch': one λ per batch (the paper's)
-        fold:bool|None=None # Fold λ to max(λ, 1-λ); default: True for 'sample', False for 'batch'
+        fold:bool|None=None, # Fold λ to max(λ, 1-λ); default: True for 'sample', False for 'batch'
+        off_last:int|float|None=None, # Epochs (an int) or share of training (a float) at the end without mixing
+        ramp:int|float|None=None, # Epochs or share of training at the start over which α rises linearly from 0
+        n_epochs:int|None=None # Epochs of the whole training over all fits (fine_tune: freeze_epochs + epochs)
     ):
-        super().__init__(alpha, mode, fold)
+        super().__init__(alpha, mode, fold, off_last, ramp, n_epochs)
         self.module_list,self.use_input_mixup = _check_module_list(module_list),bool(use_input_mixup)
         self.depth = _check_depth(depth)
         if self.module_list == [] and not self.use_input_mixup:
@@ -212,9 +215,12 @@ class OutputMixup(MixCallback):
     def __init__(self,
         alpha:float=0.4, # λ ~ Beta(alpha, alpha): the smaller, the closer λ stays to 0 or 1
         mode:str='sample', # 'sample': a λ per sample (fastai's default); 'batch': one λ per batch
-        fold:bool|None=None # Fold λ to max(λ, 1-λ); default: True for 'sample', False for 'batch'
+        fold:bool|None=None, # Fold λ to max(λ, 1-λ); default: True for 'sample', False for 'batch'
+        off_last:int|float|None=None, # Epochs (an int) or share of training (a float) at the end without mixing
+        ramp:int|float|None=None, # Epochs or share of training at the start over which α rises linearly from 0
+        n_epochs:int|None=None # Epochs of the whole training over all fits (fine_tune: freeze_epochs + epochs)
     ):
-        super().__init__(alpha, mode, fold)
+        super().__init__(alpha, mode, fold, off_last, ramp, n_epochs)
 
     def mix_batch(self):
         "Draw λ and the partners; the loss mixes the predictions"

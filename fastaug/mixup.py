@@ -9,8 +9,9 @@ from fastai.basics import *
 from .core import *
 
 # %% auto #0
-__all__ = ['CUT_KINDS', 'MixUp', 'rand_box', 'rand_segment', 'rand_features', 'cut_fraction', 'paste', 'cut_kind',
-           'rand_box_masks', 'rand_segment_masks', 'rand_feature_masks', 'paste_where', 'CutMix']
+__all__ = ['CUT_KINDS', 'PLAIN', 'MIXED', 'CUT', 'MixUp', 'rand_box', 'rand_segment', 'rand_features', 'cut_fraction', 'paste',
+           'cut_kind', 'rand_box_masks', 'rand_segment_masks', 'rand_feature_masks', 'paste_where', 'CutMix',
+           'CutMixUp']
 
 # %% ../nbs/02_mixup.ipynb #36581914
 class MixUp(MixCallback):
@@ -18,9 +19,12 @@ class MixUp(MixCallback):
     def __init__(self,
         alpha:float=0.4, # λ ~ Beta(alpha, alpha): the smaller, the closer λ stays to 0 or 1
         mode:str='sample', # 'sample': a λ per sample (fastai's default); 'batch': one λ per batch (the paper's)
-        fold:bool|None=None # Fold λ to max(λ, 1-λ); default: True for 'sample', False for 'batch'
+        fold:bool|None=None, # Fold λ to max(λ, 1-λ); default: True for 'sample', False for 'batch'
+        off_last:int|float|None=None, # Epochs (an int) or share of training (a float) at the end without mixing
+        ramp:int|float|None=None, # Epochs or share of training at the start over which α rises linearly from 0
+        n_epochs:int|None=None # Epochs of the whole training over all fits (fine_tune: freeze_epochs + epochs)
     ):
-        super().__init__(alpha, mode, fold)
+        super().__init__(alpha, mode, fold, off_last, ramp, n_epochs)
 
     def mix_batch(self):
         "Mix every input of the batch with the same λ and partner"
@@ -124,19 +128,26 @@ class CutMix(MixCallback):
         p:float=1., # Probability of cutting a batch (the authors use 0.5 on CIFAR, 1.0 on ImageNet)
         kind:str='auto', # 'box', 'segment' or 'features'; 'auto' picks it from the inputs' shapes
         mode:str='batch', # 'batch': one λ and region per batch (the paper's); 'sample': a λ and region per sample
-        correct_lam:bool=True # Weigh the targets by the share of the sample left after clipping (False: by the drawn λ)
+        correct_lam:bool=True, # Weigh the targets by the share of the sample left after clipping (False: the drawn λ)
+        off_last:int|float|None=None, # Epochs (an int) or share of training (a float) at the end without mixing
+        ramp:int|float|None=None, # Epochs or share of training at the start over which α rises linearly from 0
+        n_epochs:int|None=None # Epochs of the whole training over all fits (fine_tune: freeze_epochs + epochs)
     ):
-        super().__init__(alpha, mode=mode, fold=False)
+        super().__init__(alpha, mode, False, off_last, ramp, n_epochs)
         self.p,self.kind = check_prob('p', p),check_choice('kind', kind, CUT_KINDS)
         self.correct_lam = bool(correct_lam)
 
     def mix_batch(self):
-        "Cut the same region from every input of the batch; paste segmentation masks along with their images"
+        "Cut the batch with probability `p`"
         if self.p < 1 and torch.rand(()) >= self.p: return
+        self.cut()
+
+    def cut(self):
+        "Cut the same region from every input of the batch; paste segmentation masks along with their images"
         kind,ts = cut_kind(self.xb, self.kind),[x for x in self.xb if isinstance(x, Tensor)]
         bs,dev = batch_size(self.xb),ts[0].device
         if self.mode == 'sample': return self._cut_per_sample(kind, ts, bs, dev)
-        lam = float(sample_lam(self.alpha, 1)[0])
+        lam = float(sample_lam(self.alpha*self.scale, 1)[0])
         perm = self.pair(bs, dev)
         if kind == 'features':
             regions,frac = rand_features([t.shape[-1] for t in ts], lam)
@@ -154,18 +165,111 @@ class CutMix(MixCallback):
 
     def _cut_per_sample(self, kind, ts, bs, dev):
         "A λ and a region per sample, drawn and pasted for the whole batch at once"
-        lam = sample_lam(self.alpha, bs, device=dev)
+        lam = sample_lam(self.alpha*self.scale, bs, device=dev)
         perm = self.pair(bs, dev)
+        self.lam = self._paste_per_sample(kind, ts, lam, perm)
+
+    def _paste_per_sample(self, kind, ts, lam, perm, where=None, into=None)->Tensor|None:
+        """Paste a region per sample of size by `lam` from its partner `perm` (only where `where`, if given) into the
+        inputs (or `into`, tensors like them); return the targets' weights (None if segmentation masks were pasted)"""
         if kind == 'features':
             sizes = [t.shape[-1] for t in ts]
-            mask = rand_feature_masks(sum(sizes), lam)
-            parts = iter(mask.split(sizes, 1))
-            self.learn.xb = tuple(paste_where(x, perm, next(parts)) if isinstance(x, Tensor) else x for x in self.xb)
+            masks = rand_feature_masks(sum(sizes), lam).split(sizes, 1)
         else:
             shape = ts[0].shape[-2:] if kind == 'box' else ts[0].shape[-1:]
-            mask = rand_box_masks(*shape, lam) if kind == 'box' else rand_segment_masks(shape[0], lam)
-            self.learn.xb = tuple(paste_where(x, perm, mask) if isinstance(x, Tensor) else x for x in self.xb)
-            if kind == 'box' and self.yb and all(y.ndim >= 3 and y.shape[-2:] == shape for y in self.yb):
-                self.learn.yb = tuple(paste_where(y, perm, mask) for y in self.yb)
-                return
-        self.lam = 1 - mask.float().flatten(1).mean(1) if self.correct_lam else lam
+            masks = [rand_box_masks(*shape, lam) if kind == 'box' else rand_segment_masks(shape[0], lam)]*len(ts)
+        if where is not None: masks = [m & where.view(-1, *[1]*(m.ndim-1)) for m in masks]
+        parts,into = iter(masks),iter(ts if into is None else into)
+        self.learn.xb = tuple(_paste_into(x, perm, next(parts), next(into)) if isinstance(x, Tensor) else x
+                              for x in self.xb)
+        if kind == 'box' and self.yb and all(y.ndim >= 3 and y.shape[-2:] == shape for y in self.yb):
+            self.learn.yb = tuple(paste_where(y, perm, masks[0]) for y in self.yb)
+            return None
+        if not self.correct_lam: return lam if where is None else torch.where(where, lam, 1.)
+        return 1 - (torch.cat(masks, 1) if kind == 'features' else masks[0]).float().flatten(1).mean(1)
+
+def _paste_into(x:Tensor, perm:Tensor, mask:Tensor, into:Tensor)->Tensor:
+    "`into` with the values of `x`'s partners `perm` where `mask` is set"
+    if into is x: return paste_where(x, perm, mask)
+    m = mask.view(len(mask), *[1]*(x.ndim - mask.ndim), *mask.shape[1:])
+    return retype(torch.where(m, plain(x).index_select(0, perm), plain(into)), x)
+
+# %% ../nbs/02_mixup.ipynb #5c1e7a02
+PLAIN,MIXED,CUT = 0,1,2
+
+class CutMixUp(CutMix):
+    "Per batch or per sample: MixUp, or CutMix with probability `switch_prob`, or neither for a share left plain"
+    _stateattrs = CutMix._stateattrs + ('_choices',)
+    def __init__(self,
+        mixup_alpha:float=0.4, # MixUp's λ ~ Beta(mixup_alpha, mixup_alpha)
+        cutmix_alpha:float=1., # CutMix's λ ~ Beta(cutmix_alpha, cutmix_alpha)
+        switch_prob:float=0.5, # Probability that a mixed batch (or sample) is cut (CutMix) rather than mixed up
+        p:float=1., # Probability that a batch (or sample) is mixed at all: the rest is left to plain augmentation
+        mode:str='batch', # 'batch': one choice, λ and region per batch; 'sample': a choice, λ and region per sample
+        kind:str='auto', # CutMix's geometry: 'box', 'segment' or 'features'; 'auto' picks it from the inputs' shapes
+        correct_lam:bool=True, # CutMix: weigh the targets by the share left after clipping (False: by the drawn λ)
+        fold:bool|None=None, # Fold MixUp's λ to max(λ, 1-λ); default: True for 'sample', False for 'batch'
+        augment_mixed:bool=True, # The Learner's ImagePolicy/SeriesPolicy augments mixed samples too (False: plain only)
+        off_last:int|float|None=None, # Epochs (an int) or share of training (a float) at the end without mixing
+        ramp:int|float|None=None, # Epochs or share of training at the start over which α rises linearly from 0
+        n_epochs:int|None=None # Epochs of the whole training over all fits (fine_tune: freeze_epochs + epochs)
+    ):
+        super().__init__(cutmix_alpha, p, kind, mode, correct_lam, off_last, ramp, n_epochs)
+        self.mixup_alpha = check_positive('mixup_alpha', mixup_alpha)
+        self.switch_prob = check_prob('switch_prob', switch_prob)
+        self.fold = mode == 'sample' if fold is None else bool(fold)
+        self.augment_mixed = bool(augment_mixed)
+
+    def _init_state(self):
+        super()._init_state()
+        self._choices = None
+
+    def choose(self, bs:int, device=None)->Tensor:
+        "This batch's choice for each sample, `PLAIN`, `MIXED` or `CUT` (one for all in 'batch' mode), drawn once"
+        if self._choices is None or len(self._choices) != bs:
+            n,dev = (1, None) if self.mode == 'batch' else (bs, device)
+            mixed = torch.rand(n, device=dev) < self.p if self.p < 1 else torch.ones(n, dtype=torch.bool, device=dev)
+            cut = torch.rand(n, device=dev) < self.switch_prob if 0 < self.switch_prob < 1 else \
+                  torch.full((n,), bool(self.switch_prob), device=dev)
+            c = torch.where(mixed, torch.where(cut, CUT, MIXED), PLAIN)
+            self._choices = c.expand(bs).to(device) if self.mode == 'batch' else c
+        return self._choices
+
+    def policy_mask(self, bs:int, device=None)->Tensor|None:
+        "The samples an input policy may augment: those left plain, unless `augment_mixed` (None: every sample)"
+        if self.augment_mixed or not self.training or self.strength == 0: return None
+        return self.choose(bs, device) == PLAIN
+
+    def mix_batch(self):
+        "Mix up, cut or leave each sample (or the batch) as `choose` drew"
+        bs,dev = batch_size(self.xb),next(x for x in self.xb if isinstance(x, Tensor)).device
+        c = self.choose(bs, dev)
+        if self.mode == 'sample': return self._mix_per_sample(c, bs, dev)
+        if c[0] == CUT: return self.cut()
+        if c[0] == MIXED:
+            perm = self.pair(bs, dev)
+            self.lam = sample_lam(self.mixup_alpha*self.scale, bs, per_sample=False, fold=self.fold, device=dev)
+            self.learn.xb = self.mix_inputs(self.xb, self.lam, perm)
+
+    def _mix_per_sample(self, c, bs, dev):
+        "Mix up the samples drawn for MixUp and cut those drawn for CutMix, one pass over the batch each"
+        is_mix,is_cut = c == MIXED,c == CUT
+        if not (is_mix.any() or is_cut.any()): return
+        perm = self.pair(bs, dev)
+        lam = torch.where(is_mix, sample_lam(self.mixup_alpha*self.scale, bs, fold=self.fold, device=dev), 1.)
+        xb,ts = self.xb,[x for x in self.xb if isinstance(x, Tensor)]
+        if is_mix.any(): self.learn.xb = self.mix_inputs(xb, lam, perm)
+        if is_cut.any():
+            mixed = [x for x in self.xb if isinstance(x, Tensor)]
+            self.learn.xb = xb  # the partners pasted from are the samples as they came
+            cut_lam = self._paste_per_sample(cut_kind(xb, self.kind), ts, sample_lam(self.alpha*self.scale, bs,
+                                             device=dev), perm, where=is_cut, into=mixed)
+            lam = torch.where(is_cut, 1. if cut_lam is None else cut_lam, lam)
+        self.lam = lam
+
+    def before_train(self):
+        super().before_train()
+        self._choices = None
+    def after_batch(self):
+        super().after_batch()
+        self._choices = None

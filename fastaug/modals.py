@@ -371,7 +371,10 @@ class MODALS(LatentCallback, PolicyCallback):
         bank_size:int=128, # Latents remembered per class
         horizon:int|str|None='epoch', # Latents per class in the statistics: 'epoch' (an epoch's worth), a number, None
         refresh:str|None=None, # None: keep the memory online; 'epoch': rebuild it from the training set each epoch
-        disc_lr:float=1e-3 # Learning rate of the discriminator's Adam optimiser
+        disc_lr:float=1e-3, # Learning rate of the discriminator's Adam optimiser
+        off_last:int|float|None=None, # Epochs (an int) or share of training (a float) at the end without MODALS
+        ramp:int|float|None=None, # Epochs or share of training at the start over which magnitudes rise from 0
+        n_epochs:int|None=None # Epochs of the whole training over all fits (fine_tune: freeze_epochs + epochs)
     ):
         LatentCallback.__init__(self, head)
         self.triplet_weight = check_nonnegative('triplet_weight', triplet_weight)
@@ -383,12 +386,13 @@ class MODALS(LatentCallback, PolicyCallback):
         if not (horizon is None or horizon == 'epoch'): check_int('horizon', horizon, 2)
         self.horizon,self.refresh = horizon,check_choice('refresh', refresh, (None, 'epoch'))
         self.disc_lr = check_positive('disc_lr', disc_lr)
-        PolicyCallback.__init__(self, modals_policy() if policy is None else policy)
+        PolicyCallback.__init__(self, modals_policy() if policy is None else policy, off_last, ramp, n_epochs)
 
     def _init_state(self):
         super()._init_state()
         self.memory,self.disc,self.disc_opt,self.terms = None,None,None,{}
         self._z = self._zp = None
+        self._scale = 1.
 
     @property
     def policy(self)->Policy|None: return self._policy
@@ -423,11 +427,21 @@ class MODALS(LatentCallback, PolicyCallback):
         "The user's loss plus the triplet and adversarial terms"
         return ExtraLoss(loss_func, owner=self)
 
+    def before_fit(self):
+        super().before_fit()
+        self.start_fit()
+
     def before_train(self):
         "Make or fit the memory and the discriminator: only training makes them, never `get_preds` or `predict`"
         self._setup()
         super().before_train()
+        self.mark_training()
         if self.refresh == 'epoch' and self.collecting: self.rebuild_memory()
+
+    def before_batch(self):
+        "Hook the head, unless the schedule turns MODALS off for this batch (no operations, no extra losses)"
+        self._scale = self.strength
+        if self._scale > 0: super().before_batch()
 
     def latent(self, z:Tensor)->Tensor:
         "Replace the batch's latents by the policy's augmentation of them, and remember them"
@@ -439,7 +453,7 @@ class MODALS(LatentCallback, PolicyCallback):
         zp,y = plain(z),self.labels
         pol = self.policy
         active = pol is not None and len(pol)
-        out = pol.apply(zp, y=y, memory=self.memory, temperature=self.temperature) if active else zp
+        out = pol.apply(zp, y=y, memory=self.memory, temperature=self.temperature, scale=self._scale) if active else zp
         self._z,self._zp = zp,out
         if self.collecting and self.refresh is None: self.memory._update(zp, y, self.hardness(zp, y))
         return retype(out, z)

@@ -12,10 +12,11 @@ from .checkpoint import write_json
 
 # %% auto #0
 __all__ = ['OP_KINDS', 'OPS', 'PROB_LEVELS', 'MAG_LEVELS', 'SCHEDULE_FORMAT', 'Op', 'register_op', 'get_op', 'ops_of',
-           'OpSetting', 'op_setting', 'Policy', 'PolicyCallback', 'ScheduleError', 'PolicySchedule', 'schedule_curves']
+           'OpSetting', 'per_sample', 'op_setting', 'Policy', 'PolicyCallback', 'ScheduleError', 'PolicySchedule',
+           'schedule_curves']
 
 # %% ../nbs/04_policy.ipynb #d195849f
-OP_KINDS = ('image', 'latent')
+OP_KINDS = ('image', 'series', 'latent')
 
 class Op(NamedTuple):
     "An augmentation operation: its name, the kind of data it acts on, its function, and how it takes magnitudes"
@@ -29,7 +30,7 @@ OPS = {}
 
 def register_op(
     name:str, # The name policies and schedule files use
-    kind:str, # 'image' or 'latent'
+    kind:str, # 'image', 'series' or 'latent'
     magnitude:bool=True, # False for operations that ignore the magnitude (Invert, Equalize, ...)
     per_sample:bool=False # True if `fn` takes a tensor of magnitudes, one per sample, as well as a number
 ):
@@ -68,6 +69,13 @@ class OpSetting(NamedTuple):
     def p(self)->float: return self.prob/10
     @property
     def m(self)->float: return self.mag/10
+
+def per_sample(v, n:int, name:str='value')->Tensor:
+    "`v` (a number, or one per sample) as a float64 tensor of `n` values on the CPU, so parameters keep PIL's precision"
+    t = torch.as_tensor(v, dtype=torch.float64).detach().cpu().flatten()
+    if t.numel() == 1: return t.expand(n)
+    if t.numel() != n: raise ValueError(f"`{name}` must be one number or one per sample ({n}), got {t.numel()} values")
+    return t
 
 def op_setting(o)->OpSetting:
     "An `OpSetting` from a triple `(op, prob_level, mag_level)`, checked"
@@ -169,6 +177,7 @@ class Policy:
     def apply(self,
         x:Tensor, # The batch (or latents) to augment
         plan:Tensor|None=None, # From `plan`; drawn if None
+        scale:float=1., # Multiplies every magnitude (a schedule's ramp)
         **kwargs # Passed to every operation (labels, class statistics, ...)
     )->Tensor:
         "Apply each sample's planned operations to `x`: per round, one call per operation with a magnitude per sample"
@@ -176,19 +185,35 @@ class Policy:
         out = x.clone()
         rows = _rows(out)
         mags = self._tensors(plan.device)[1]
+        if scale != 1: mags = mags*scale
         for row in plan:
             for op,g,ks,idx in self.calls(row):
-                m = mags[ks.cpu()] if op.per_sample else self.settings[g[0]].m
+                m = mags[ks.cpu()] if op.per_sample else self.settings[g[0]].m*scale
                 new = op.fn(out.index_select(0, idx), m, idx=idx, **kwargs).to(out.dtype)
                 if rows is None: out[idx] = new
                 else: rows[idx] = _rows(new.contiguous())
         return out
 
 # %% ../nbs/04_policy.ipynb #cb267774
-class PolicyCallback(Callback):
+class PolicyCallback(Scheduled, Callback):
     "Base for callbacks that augment with a `Policy` of operations of one `kind`"
     kind = None
-    def __init__(self, policy:Policy|list|None=None): self.policy = policy
+    def __init__(self,
+        policy:Policy|list|None=None, # The policy to apply
+        off_last:int|float|None=None, # Epochs (an int) or share of training (a float) at the end without augmentation
+        ramp:int|float|None=None, # Epochs or share of training at the start over which magnitudes rise from 0
+        n_epochs:int|None=None # Epochs of the whole training over all fits (fine_tune: freeze_epochs + epochs)
+    ):
+        self.policy = policy
+        self.set_schedule(off_last, ramp, n_epochs)
+
+    def input_plan(self, bs:int, device=None)->Tensor:
+        "This batch's plan, without the samples a mixing callback keeps from input augmentation (`policy_mask`)"
+        plan = self.policy.plan(bs, device)
+        for cb in self.learn.cbs:
+            keep = cb.policy_mask(bs, device) if callable(getattr(type(cb), 'policy_mask', None)) else None
+            if keep is not None: plan = plan.masked_fill(~keep.to(plan.device), -1)
+        return plan
 
     @property
     def policy(self)->Policy|None: return self._policy

@@ -24,9 +24,11 @@ import fastai.callback.schedule, fastai.callback.fp16  # fit_one_cycle, fine_tun
 import fastaug.all
 from fastaug.core import LossWrapper, LatentCallback, MixCallback
 from fastaug.policy import Policy, PolicySchedule, PolicyCallback
-from fastaug.mixup import MixUp, CutMix
+from fastaug.mixup import MixUp, CutMix, CutMixUp
 from fastaug.manifold import ManifoldMixup, OutputMixup
 from fastaug.image_ops import ImagePolicy
+from fastaug.series_ops import SeriesPolicy, magnitudes
+from fastaug.policy import register_op
 from fastaug.modals import MODALS, modals_policy
 from fastaug.isda import ISDA
 from fastaug.pba import PBA
@@ -144,6 +146,22 @@ IMAGE_POLICY = lambda: Policy([('Rotate', 5, 6), ('Cutout', 6, 5), ('Equalize', 
 IMAGE_SCHEDULE = PolicySchedule([Policy([('Rotate', 4, 3), ('Invert', 2, 0)]), Policy([('Cutout', 8, 6), ('Solarize', 5, 5)])])
 LATENT_SCHEDULE = PolicySchedule([modals_policy(3, 1), modals_policy(6, 4)])
 
+SERIES_ONLY = {m: 'SeriesPolicy applies series operations: it needs a batch of (batch, channels, length) series'
+               for m in ('image', 'tabular', 'text')}
+SERIES_CALLS = []
+@register_op('_MatrixSeries', 'series', per_sample=True)
+def _matrix_series(x, magnitude, **kwargs):
+    "A series operation that records its calls, so the matrix can tell the policy acted"
+    SERIES_CALLS.append(len(x))
+    return x + magnitudes(magnitude, x)
+SERIES_POLICY = lambda: Policy([('TimeWarp', 5, 5), ('SegmentMix', 5, 5), ('Jitter', 4, 3), ('_MatrixSeries', 8, 5)])
+SERIES_SCHEDULE = PolicySchedule([Policy([('_MatrixSeries', 6, 3)]), Policy([('WindowSlice', 8, 6), ('_MatrixSeries', 5, 5)])])
+
+def series_policy_acted(spy):
+    n = len(SERIES_CALLS)
+    SERIES_CALLS.clear()
+    return n > 0
+
 def mixes(spy, name='MixedLoss'): return name in spy.seen('loss')
 def hooks_head(spy): return any(r['hooked'] for r in spy.rows)  # the latent hook is on while the batch runs
 def image_policy_acted(spy): return '_BeforeIntToFloat' in spy.seen('tfms')
@@ -164,7 +182,9 @@ CALLBACKS = {
     'OutputMixup':   Case(lambda: [OutputMixup(0.4)], acted=lambda spy: mixes(spy, 'OutputMixedLoss')),
     'MODALS':        Case(lambda: [MODALS()], stats=modals_stats, acted=both(lambda spy: mixes(spy, 'ExtraLoss'), hooks_head)),
     'ISDA':          Case(lambda: [ISDA(0.5)], stats=isda_stats, acted=lambda spy: mixes(spy, 'ISDALoss')),
+    'CutMixUp':      Case(lambda: [CutMixUp(mode='sample', p=0.8)], ('image', 'tabular', 'series'), NO_TEXT_CUT, acted=mixes),
     'ImagePolicy':   Case(lambda: [ImagePolicy(IMAGE_POLICY())], ('image',), IMAGE_ONLY, acted=image_policy_acted),
+    'SeriesPolicy':  Case(lambda: [SeriesPolicy(SERIES_POLICY())], ('series',), SERIES_ONLY, acted=series_policy_acted),
     'PBA':           Case(lambda: [ImagePolicy(), PBA(IMAGE_SCHEDULE, n_epochs=4)], ('image',), IMAGE_ONLY, stats=pba_stats,
                           acted=both(image_policy_acted, replayed(IMAGE_SCHEDULE)),
                           after=policy_restored('image_policy', lambda: None)),
@@ -184,6 +204,11 @@ CALLBACKS = {
                                    stats=isda_stats, acted=both(image_policy_acted, mixes)),
     'PBA+CutMix':    Case(lambda: [ImagePolicy(), PBA(IMAGE_SCHEDULE, n_epochs=4), CutMix(1.)], ('image',),
                           stats=pba_stats, acted=both(image_policy_acted, mixes)),
+    'SeriesPolicy+PBA': Case(lambda: [SeriesPolicy(), PBA(SERIES_SCHEDULE, n_epochs=4)], ('series',), stats=pba_stats,
+                             acted=both(series_policy_acted, replayed(SERIES_SCHEDULE)),
+                             after=policy_restored('series_policy', lambda: None)),
+    'ImagePolicy+CutMixUp': Case(lambda: [ImagePolicy(IMAGE_POLICY()), CutMixUp(mode='sample', augment_mixed=False)],
+                                 ('image',), acted=both(image_policy_acted, mixes)),
     'MixUp+MODALS+PBA': Case(lambda: [MixUp(0.4), MODALS(modals_policy(1, 1)), PBA(LATENT_SCHEDULE, n_epochs=4)], ('text',),
                             stats=merged(modals_stats, pba_stats), acted=both(mixes, replayed(LATENT_SCHEDULE))),
 }
