@@ -14,16 +14,18 @@ from .mixup import *
 from .manifold import *
 from .modals import *
 from .isda import *
+from .series_ops import *
 from .policy import *
 from .pba import *
 from .checkpoint import append_record
 from .search import *
 
 # %% auto #0
-__all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'EPOCHS', 'searched_modals', 'replay_callbacks', 'applies', 'all_methods',
-           'train_eval', 'search_schedule', 'best_fixed_policy', 'mean_std', 'paired_gains', 'summarise', 'known_first',
-           'method_rank', 'search_key', 'markdown_table', 'compact_table', 'plot_gains', 'epochs_of', 'regime_data',
-           'machine', 'values_by', 'mixed_machines', 'run_key', 'read_runs', 'run_benchmark', 'report', 'demo', 'main']
+__all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'SEARCH_SPACES', 'EPOCHS', 'searched_modals', 'searched_series',
+           'replay_callbacks', 'applies', 'all_methods', 'train_eval', 'search_schedule', 'best_fixed_policy',
+           'mean_std', 'paired_gains', 'summarise', 'known_first', 'method_rank', 'search_key', 'search_name',
+           'markdown_table', 'compact_table', 'plot_gains', 'epochs_of', 'regime_data', 'machine', 'values_by',
+           'mixed_machines', 'run_key', 'read_runs', 'run_benchmark', 'report', 'demo', 'main']
 
 # %% ../nbs/09_bench.ipynb #1f0b20fe
 METHODS = {
@@ -35,17 +37,25 @@ METHODS = {
     'isda': lambda: [ISDA(0.5)],
     'modals+isda': lambda: [MODALS(), ISDA(0.5)],
 }
-SEARCHED = {'modals-pba': 'MODALS replaying a PBA schedule of its four latent operations'}
-ONLY = {'cutmix': ('image', 'series')}  # methods documented for some modalities only
+SEARCHED = {'modals-pba': 'MODALS replaying a PBA schedule of its four latent operations',
+            'series-pba': 'SeriesPolicy replaying a PBA schedule of the twelve series operations'}
+ONLY = {'cutmix': ('image', 'series'), 'series-pba': ('series',)}  # methods documented for some modalities only
 REGIMES = {'full': 1.0, 'reduced': 0.1}  # share of the training set each regime trains on
 
 def searched_modals()->MODALS:
     "MODALS at the zero policy over its four operations: what a PBA search, or the replay of its schedule, drives"
     return MODALS(Policy.zero(list(MODALS_OPS), n_ops_weights=MODALS_N_OPS_WEIGHTS))
 
-def replay_callbacks(schedule:PolicySchedule)->list:
-    "The callbacks that replay a searched MODALS schedule"
-    return [searched_modals(), PBA(schedule)]
+def searched_series()->SeriesPolicy:
+    "A `SeriesPolicy` at the zero policy over the series operations, with PBA's weights for 0, 1 and 2 operations"
+    return SeriesPolicy(Policy.zero(list(SERIES_OPS)))
+
+SEARCH_SPACES = {'modals-pba': (searched_modals, MODALS_OPS, MODALS_N_OPS_WEIGHTS),
+                 'series-pba': (searched_series, SERIES_OPS, (0.2, 0.3, 0.5))}  # callback, operations, 0/1/2 weights
+
+def replay_callbacks(schedule:PolicySchedule, method:str='modals-pba')->list:
+    "The callbacks that replay a schedule searched by `method`"
+    return [SEARCH_SPACES[check_choice('method', method, SEARCH_SPACES)][0](), PBA(schedule)]
 
 def applies(method:str, modality:str)->bool:
     "Whether `method` is documented for `modality`"
@@ -96,25 +106,30 @@ def search_schedule(
     seed:int=0, # Seed of the search
     metric:str='accuracy', # Hold-out metric that ranks the trials: 'accuracy' or 'valid_loss'
     progress:bool=True, # Show the search's progress bar
+    method:str='modals-pba', # The search space, a key of `SEARCH_SPACES`: MODALS' latent or the series operations
     **data # Passed to `get_dls` with `holdout=0.2` (e.g. `n_train`)
 )->tuple:
-    "A PBA schedule of MODALS' latent operations, searched on a hold-out of the training split, and its record"
+    "A PBA schedule of `method`'s operations, searched on a hold-out of the training split, and its record"
     check_choice('metric', metric, ('accuracy', 'valid_loss'))
+    make_cb,ops,weights = SEARCH_SPACES[check_choice('method', method, SEARCH_SPACES)]
     path = Path(path)
     sched_file,rec_file = path/'schedule.json',path/'search.json'
     if sched_file.exists() and rec_file.exists():
         rec = json.loads(rec_file.read_text())
-        want = dict(modality=modality, epochs=epochs, population=population, interval=interval, seed=seed, lr=lr,
-                    metric=metric)
-        check_same_settings(path, rec, want, "remove it to search again, or give another `path`")
+        want = dict(method=method, modality=modality, epochs=epochs, population=population, interval=interval,
+                    seed=seed, lr=lr, metric=metric)
+        # records written before there was more than one search space are MODALS searches
+        check_same_settings(path, {'method': 'modals-pba', **rec}, want,
+                            "remove it to search again, or give another `path`")
         return PolicySchedule.load(sched_file),rec
     hold = get_dls(modality, holdout=0.2, **data)
-    def make_learner(): return get_learner(modality, dls=hold, cbs=[searched_modals()])
+    def make_learner(): return get_learner(modality, dls=hold, cbs=[make_cb()])
     start = time.perf_counter()
-    res = pba_search(make_learner, list(MODALS_OPS), population=population, epochs=epochs, interval=interval, seed=seed,
-                     path=path/'search', lr=lr, n_ops_weights=MODALS_N_OPS_WEIGHTS, progress=progress, metric=metric)
-    rec = dict(modality=modality, seconds=time.perf_counter()-start, population=population, epochs=epochs,
-               interval=interval, seed=seed, n_train=len(hold.train_ds), n_holdout=len(hold.valid_ds), lr=lr,
+    res = pba_search(make_learner, list(ops), population=population, epochs=epochs, interval=interval, seed=seed,
+                     path=path/'search', lr=lr, n_ops_weights=weights, progress=progress, metric=metric)
+    rec = dict(method=method, modality=modality, seconds=time.perf_counter()-start, population=population,
+               epochs=epochs, interval=interval, seed=seed, n_train=len(hold.train_ds), n_holdout=len(hold.valid_ds),
+               lr=lr,
                best_trial=res.best, best_score=res.best_score, metric=res.metric,
                best_fixed_policy=None if (p := best_fixed_policy(res)) is None else p.to_list())
     res.schedule.save(sched_file)
@@ -156,7 +171,7 @@ def summarise(runs:list, baseline:str='none', searches:dict|None=None)->pd.DataF
                'paired gain': mean_std(gain, sign=True) if len(gain) and where['method'] != baseline else '',
                'time ×': f"{g.seconds.median()/b.seconds.median():.2f}" if len(b) else ''}
         if searches is not None:
-            s = searches.get(search_key(where['modality'], where.get('regime', 'full')))
+            s = searches.get(search_name(where['method'], where['modality'], where.get('regime', 'full')))
             searched = s and where['method'] in SEARCHED and len(b)
             row['search ×'] = f"{s['seconds']/b.seconds.median():.1f}" if searched else ''
         rows.append(row)
@@ -175,6 +190,9 @@ def method_rank(m:str)->int:
     return all_methods().index(m) if m in all_methods() else len(all_methods())
 
 def search_key(modality:str, regime:str)->str: return f"{modality}-{regime}"
+def search_name(method:str, modality:str, regime:str)->str:
+    "Where under `searches/` the benchmark keeps `method`'s search on `modality` in `regime`"
+    return f"{method}/{search_key(modality, regime)}"
 
 def markdown_table(df:pd.DataFrame)->str:
     "`df` as a Markdown table"
@@ -310,10 +328,11 @@ def run_benchmark(
         dls,kw = loaded['dls'],loaded['kw']
         cbs = None
         if p['method'] in SEARCHED:
-            sched,searches[search_key(k, r)] = search_schedule(
-                k, out/'searches'/search_key(k, r), epochs=p['epochs'], lr=lr, population=population,
-                interval=interval, metric=search_metric, progress=False, **kw)
-            cbs = replay_callbacks(sched)
+            name = search_name(p['method'], k, r)
+            sched,searches[name] = search_schedule(
+                k, out/'searches'/name, epochs=p['epochs'], lr=lr, population=population, interval=interval,
+                metric=search_metric, progress=False, method=p['method'], **kw)
+            cbs = replay_callbacks(sched, p['method'])
         if hasattr(bar, 'comment'): bar.comment = f"{k} {r} {p['method']} seed {p['seed']}"
         res = train_eval(k, p['method'], seed=p['seed'], epochs=p['epochs'], lr=lr, dls=dls, cbs=cbs)
         append_record(log, {**res, **p, 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds),
@@ -327,8 +346,8 @@ def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
     if plan is not None:
         keys = {run_key(p) for p in plan}
         runs = [r for r in runs if run_key(r) in keys]
-    searches = {d.name: json.loads((d/'search.json').read_text()) for d in sorted((out/'searches').glob('*'))
-                if (d/'search.json').exists()}
+    searches = {f"{d.parent.name}/{d.name}": json.loads((d/'search.json').read_text())
+                for d in sorted((out/'searches').glob('*/*')) if (d/'search.json').exists()}
     budgets = values_by(runs, lambda r: search_key(r['modality'], r['regime']), lambda r: (r['epochs'], r['lr']))
     for k,b in budgets.items():
         if len(b) > 1: raise ValueError(
