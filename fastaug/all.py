@@ -11,6 +11,7 @@ from .image_ops import *
 from .series_ops import *
 from .modals import *
 from .isda import *
+from .techniques import *
 from .pba import *
 from .checkpoint import *
 from .search import *

@@ -250,7 +250,7 @@ class ISDA(Scheduled, LatentCallback):
         off_last:int|float|None=None, # Epochs (an int) or share of training (a float) at the end without ISDA
         ramp:int|float|None=None # Epochs or share of training at the start over which λ rises from 0, instead of all
     ):
-        super().__init__(head)
+        LatentCallback.__init__(self, head)  # not super(): subclasses add bases after it
         self.lambda0 = check_nonnegative('lambda0', lambda0)
         self.cov = check_choice('cov', cov, COV_KINDS)
         self.set_schedule(off_last, ramp, n_epochs)

@@ -29,7 +29,7 @@ def policy_targets(learn, kind, who:str)->list:
 
 # %% ../nbs/08_pba.ipynb #971d9d11
 class PBA(CountsEpochs, Callback):
-    "Replay a `PolicySchedule`: at each epoch, set the policy of every `PolicyCallback` of the schedule's kind"
+    "Replay a `PolicySchedule`: at each epoch, set the policy of every `PolicyCallback` of the schedule's kinds"
     order = -5  # before the callbacks whose policy it sets
     _stateattrs = ('_targets','_saved')
 
@@ -62,7 +62,7 @@ class PBA(CountsEpochs, Callback):
     def before_train(self):
         "Set this epoch's policy: only epochs that train take a step of the schedule (`get_preds` runs epochs too)"
         if self._targets is None:
-            self._targets = policy_targets(self.learn, self.schedule.kind, 'PBA')
+            self._targets = [cb for k in (self.schedule.kinds or [None]) for cb in policy_targets(self.learn, k, 'PBA')]
             self._saved = [cb.policy for cb in self._targets]
         self.mark_training()
         end = self.n_epochs or len(self.schedule)

@@ -11,12 +11,12 @@ from .core import *
 from .checkpoint import write_json
 
 # %% auto #0
-__all__ = ['OP_KINDS', 'OPS', 'PROB_LEVELS', 'MAG_LEVELS', 'SCHEDULE_FORMAT', 'Op', 'register_op', 'get_op', 'ops_of',
-           'OpSetting', 'per_sample', 'op_setting', 'Policy', 'PolicyCallback', 'ScheduleError', 'PolicySchedule',
-           'schedule_curves']
+__all__ = ['OP_KINDS', 'OPS', 'PROB_LEVELS', 'MAG_LEVELS', 'N_OPS_WEIGHTS', 'SCHEDULE_FORMAT', 'Op', 'register_op', 'get_op',
+           'ops_of', 'OpSetting', 'per_sample', 'op_setting', 'check_n_ops_weights', 'weights_json', 'Policy',
+           'PolicyCallback', 'ScheduleError', 'PolicySchedule', 'schedule_curves']
 
 # %% ../nbs/04_policy.ipynb #d195849f
-OP_KINDS = ('image', 'series', 'latent')
+OP_KINDS = ('image', 'series', 'latent', 'mixing', 'isda')
 
 class Op(NamedTuple):
     "An augmentation operation: its name, the kind of data it acts on, its function, and how it takes magnitudes"
@@ -30,7 +30,7 @@ OPS = {}
 
 def register_op(
     name:str, # The name policies and schedule files use
-    kind:str, # 'image', 'series' or 'latent'
+    kind:str, # 'image', 'series', 'latent', or a technique's: 'mixing', 'isda'
     magnitude:bool=True, # False for operations that ignore the magnitude (Invert, Equalize, ...)
     per_sample:bool=False # True if `fn` takes a tensor of magnitudes, one per sample, as well as a number
 ):
@@ -96,21 +96,49 @@ def _rows(t:Tensor)->Tensor|None:
         if t.element_size() <= dt.itemsize and (r.shape[1]*t.element_size()) % dt.itemsize == 0: return r.view(dt)
     return r
 
+N_OPS_WEIGHTS = (0.2, 0.3, 0.5)
+
+def _check_weights(w, what:str='`n_ops_weights`')->tuple:
+    t = tuple(float(v) for v in w) if hasattr(w, '__iter__') and not isinstance(w, (str, dict)) else ()
+    if len(t) != 3 or any(not v >= 0 for v in t) or sum(t) <= 0:
+        raise ValueError(f"{what} must be three weights >= 0 for 0, 1 and 2 operations, got {w!r}")
+    return t
+
+def check_n_ops_weights(w)->tuple|dict:
+    "Three weights of applying 0, 1 and 2 operations, or a dict of them per kind of operation (checked)"
+    if not isinstance(w, dict): return _check_weights(w)
+    for k in w: check_choice('n_ops_weights kind', k, OP_KINDS)
+    return {k: _check_weights(v, f"`n_ops_weights[{k!r}]`") for k,v in sorted(w.items())}
+
+def weights_json(w)->list|dict:
+    "`n_ops_weights` as JSON: a list, or a dict of lists"
+    return {k: list(v) for k,v in w.items()} if isinstance(w, dict) else list(w)
+
 class Policy:
-    "A list of (operation, probability level, magnitude level) settings, applied 0, 1 or 2 at a time per sample"
+    """A list of (operation, probability level, magnitude level) settings, applied 0, 1 or 2 at a time per sample;
+    a joint policy holds operations of several kinds, each part applied by the callback of its kind"""
     def __init__(self,
         settings:list, # (op, prob_level, mag_level) triples, usually two per operation
-        n_ops_weights:tuple=(0.2, 0.3, 0.5) # Relative weights of applying 0, 1 and 2 operations to a sample
+        n_ops_weights:tuple|dict=N_OPS_WEIGHTS # Weights of applying 0, 1 and 2 operations to a sample (or per kind)
     ):
         self.settings = [op_setting(o) for o in settings]
-        kinds = {get_op(s.op).kind for s in self.settings}
-        if len(kinds) > 1: raise ValueError(f"a policy mixes operations of one kind, got {sorted(kinds)}")
-        self.kind = kinds.pop() if kinds else None
-        w = tuple(float(v) for v in n_ops_weights)
-        if len(w) != 3 or any(not v >= 0 for v in w) or sum(w) <= 0:
-            raise ValueError(f"`n_ops_weights` must be three weights >= 0 for 0, 1 and 2 operations, "
-                             f"got {n_ops_weights!r}")
-        self.n_ops_weights = w
+        self.kinds = tuple(dict.fromkeys(get_op(s.op).kind for s in self.settings))
+        self.n_ops_weights = check_n_ops_weights(n_ops_weights)
+
+    @property
+    def kind(self)->str|None:
+        "The kind of the policy's operations: None if it has none, 'joint' if it has several"
+        return None if not self.kinds else self.kinds[0] if len(self.kinds) == 1 else 'joint'
+
+    def weights_of(self, kind:str)->tuple:
+        "The weights of applying 0, 1 and 2 operations of `kind`"
+        w = self.n_ops_weights
+        return w.get(kind, N_OPS_WEIGHTS) if isinstance(w, dict) else w
+
+    def part(self, kind:str)->Policy:
+        "The settings of `kind` as a policy of their own (the policy itself if it holds no other kind)"
+        if self.kinds == (kind,) and not isinstance(self.n_ops_weights, dict): return self
+        return Policy([s for s in self.settings if get_op(s.op).kind == kind], n_ops_weights=self.weights_of(kind))
 
     @classmethod
     def zero(cls, ops:list, copies:int=2, **kwargs)->Policy:
@@ -127,6 +155,9 @@ class Policy:
 
     def _tensors(self, device)->tuple:
         "Per setting: its probability, its magnitude (fp64, CPU) and the index of its operation; the 0/1/2 thresholds"
+        if self.kind == 'joint' or isinstance(self.n_ops_weights, dict): raise ValueError(
+            f"a joint policy of {list(self.kinds)} operations is applied part by part: `policy.part(kind)` is the part "
+            "the callback of each kind applies")
         key = (str(device), tuple(self.settings), self.n_ops_weights)  # a policy edited in place gets new tensors
         cache = getattr(self, '_cache', None)
         if cache is None or cache[0] != key:
@@ -138,6 +169,10 @@ class Policy:
         return cache[1]
 
     def __getstate__(self): return {k: v for k,v in self.__dict__.items() if k != '_cache'}
+    def __setstate__(self, d):
+        "Policies pickled before joint policies kept a `kind` and no `kinds`"
+        self.__dict__.update({k: v for k,v in d.items() if k != 'kind'})
+        if 'kinds' not in d: self.kinds = tuple(dict.fromkeys(get_op(s.op).kind for s in self.settings))
 
     def plan(self, bs:int, device=None)->Tensor:
         "Setting indices of each sample's first and second operation, shape (2, bs), -1 where none"
@@ -219,10 +254,13 @@ class PolicyCallback(Scheduled, Callback):
     def policy(self)->Policy|None: return self._policy
     @policy.setter
     def policy(self, p):
+        "A joint policy gives the callback its part"
         if p is not None and not isinstance(p, Policy): p = Policy(p)
+        if p is not None and (p.kind == 'joint' or isinstance(p.n_ops_weights, dict)) and self.kind in p.kinds:
+            p = p.part(self.kind)
         if p is not None and p.kind not in (None, self.kind):
             raise ValueError(f"{type(self).__name__} applies {self.kind} operations, "
-                             f"got a policy of {p.kind} operations")
+                             f"got a policy of {' and '.join(p.kinds)} operations")
         self._policy = p
 
 # %% ../nbs/04_policy.ipynb #704c30d1
@@ -239,9 +277,12 @@ class PolicySchedule:
             f"to hold one policy for n epochs, got {type(policies).__name__}")
         self.policies = [p if isinstance(p, Policy) else Policy(p) for p in policies]
         if not self.policies: raise ScheduleError("a schedule needs at least one epoch")
-        kinds = {p.kind for p in self.policies} - {None}
-        if len(kinds) > 1: raise ScheduleError(f"a schedule holds policies of one kind, got {sorted(kinds)}")
-        self.kind = kinds.pop() if kinds else None
+        self.kinds = tuple(dict.fromkeys(k for p in self.policies for k in p.kinds))
+
+    @property
+    def kind(self)->str|None:
+        "The kind of the schedule's operations: None if it has none, 'joint' if it has several"
+        return None if not self.kinds else self.kinds[0] if len(self.kinds) == 1 else 'joint'
 
     @classmethod
     def constant(cls, policy:Policy, n_epochs:int=1)->PolicySchedule:
@@ -250,7 +291,12 @@ class PolicySchedule:
 
     def __len__(self): return len(self.policies)
     def __eq__(self, o): return isinstance(o, PolicySchedule) and self.policies == o.policies
-    def __repr__(self): return f"PolicySchedule({len(self)} epochs of {self.kind} operations)"
+    def __repr__(self):
+        return f"PolicySchedule({len(self)} epochs of {' and '.join(self.kinds) if self.kinds else None} operations)"
+    def __setstate__(self, d):
+        "Schedules pickled before joint schedules kept a `kind` and no `kinds`"
+        self.__dict__.update({k: v for k,v in d.items() if k != 'kind'})
+        if 'kinds' not in d: self.kinds = tuple(dict.fromkeys(k for p in self.policies for k in p.kinds))
 
     def source_epoch(self, epoch:int, n_epochs:int|None=None)->int:
         "The schedule epoch that epoch `epoch` of an `n_epochs` run replays (no stretching if `n_epochs` is None)"
@@ -264,9 +310,12 @@ class PolicySchedule:
         return self.policies[self.source_epoch(epoch, n_epochs)]
 
     def to_dict(self)->dict:
-        return dict(format=SCHEDULE_FORMAT, version=1, kind=self.kind,
-                    epochs=[dict(epoch=i, n_ops_weights=list(p.n_ops_weights), policy=p.to_list())
-                            for i,p in enumerate(self.policies)])
+        "The schedule as JSON: version 1 for one kind of operations, version 2 (with `kinds`) for a joint one"
+        joint = self.kind == 'joint' or any(isinstance(p.n_ops_weights, dict) for p in self.policies)
+        head = dict(format=SCHEDULE_FORMAT, version=2, kind=self.kind, kinds=list(self.kinds)) if joint else \
+               dict(format=SCHEDULE_FORMAT, version=1, kind=self.kind)
+        return dict(**head, epochs=[dict(epoch=i, n_ops_weights=weights_json(p.n_ops_weights), policy=p.to_list())
+                                    for i,p in enumerate(self.policies)])
 
     @classmethod
     def from_dict(cls, d:dict, source:str='schedule')->PolicySchedule:
@@ -274,7 +323,7 @@ class PolicySchedule:
         def bad(msg): return ScheduleError(f"{source}: {msg}")
         if not isinstance(d, dict) or d.get('format') != SCHEDULE_FORMAT:
             raise bad(f"not a policy schedule (expected 'format': {SCHEDULE_FORMAT!r})")
-        if d.get('version') != 1: raise bad(f"unsupported version {d.get('version')!r}")
+        if d.get('version') not in (1, 2): raise bad(f"unsupported version {d.get('version')!r}")
         eps = d.get('epochs')
         if not isinstance(eps, list) or not eps: raise bad("'epochs' must be a non-empty list")
         policies = []
@@ -282,10 +331,12 @@ class PolicySchedule:
             if not isinstance(e, dict) or e.get('epoch') != i:
                 got = e.get('epoch') if isinstance(e, dict) else e
                 raise bad(f"epochs must be listed as 0, 1, 2, … without gaps; entry {i} is {got!r}")
-            try: policies.append(Policy(e['policy'], n_ops_weights=e.get('n_ops_weights', (0.2, 0.3, 0.5))))
+            try: policies.append(Policy(e['policy'], n_ops_weights=e.get('n_ops_weights', N_OPS_WEIGHTS)))
             except (KeyError, TypeError, ValueError) as ex: raise bad(f"epoch {i}: {ex}") from None
         res = cls(policies)
         if d.get('kind') != res.kind: raise bad(f"'kind' says {d.get('kind')!r} but the operations are {res.kind!r}")
+        if d['version'] == 2 and d.get('kinds') != list(res.kinds):
+            raise bad(f"'kinds' says {d.get('kinds')!r} but the operations are {list(res.kinds)!r}")
         return res
 
     def save(self, path)->Path:
@@ -325,7 +376,8 @@ def plot(self:PolicySchedule, figsize=(10, 6), title:str|None=None):
     lines = [axs[0].plot(epochs, prob[o])[0] for o in prob]
     for o in prob: axs[1].plot(epochs, mag[o])
     axs[0].set_ylabel('probability (sum of copies)'); axs[1].set_ylabel('magnitude')
-    axs[1].set_xlabel('epoch'); axs[0].legend(lines, list(prob), fontsize=8, ncol=4, loc='upper left')
+    names = [f'{o} ({get_op(o).kind})' for o in prob] if self.kind == 'joint' else list(prob)  # and its kind
+    axs[1].set_xlabel('epoch'); axs[0].legend(lines, names, fontsize=8, ncol=4, loc='upper left')
     if title: axs[0].set_title(title)
     plt.tight_layout()
     return fig

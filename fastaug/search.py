@@ -28,8 +28,8 @@ _TRIAL_KEYS = ('trial', 'epoch', 'policy', 'n_ops_weights', 'history', 'scores',
 def new_trial(trial, policy:Policy)->dict:
     "The state of trial `trial` before it trains: no weights yet, `policy` in force"
     return dict(format=TRIAL_FORMAT, version=1, trial=trial, epoch=0, policy=policy.to_list(),
-                n_ops_weights=list(policy.n_ops_weights), history=[], scores=[], lineage=[[0, trial]], model=None,
-                opt=None)
+                n_ops_weights=weights_json(policy.n_ops_weights), history=[], scores=[], lineage=[[0, trial]],
+                model=None, opt=None)
 
 def exploit(
     donor:dict, # The state of the trial to copy
@@ -104,12 +104,13 @@ def trial_seed(seed:int, trial, epoch:int)->int:
 FIT_METHODS = ('fit_one_cycle', 'fit_flat_cos', 'fit')
 
 # %% ../nbs/08b_search.ipynb #5p100018
-def check_search_learner(learn, kind:str|None)->list:
-    "The policy callbacks of `learn` that a search sets, after checking `learn` can be searched"
+def check_search_learner(learn, kinds:str|list|None)->list:
+    "The policy callbacks of `learn` a search of operations of `kinds` sets, after checking `learn` can be searched"
     if any(isinstance(cb, PBA) for cb in learn.cbs):
         raise ValueError("the Learner to search carries a PBA callback, which would replace the searched policy every "
                          "epoch: build it without one (PBA replays the schedule the search finds)")
-    targets = policy_targets(learn, kind, 'pba_search')
+    targets = [cb for k in (kinds if isinstance(kinds, (list, tuple)) else [kinds])
+               for cb in policy_targets(learn, k, 'pba_search')]
     check_validation(learn)
     return targets
 
@@ -124,7 +125,7 @@ def train_trial(
     seed = trial_seed(cfg.seed, state['trial'], start)
     with no_random(seed, reproducible=False):
         learn = make_learner()
-        targets = check_search_learner(learn, cfg.kind)
+        targets = check_search_learner(learn, cfg.kinds)
         for dl in learn.dls.loaders:
             if isinstance(getattr(dl, 'rng', None), random.Random): dl.rng.seed(seed)
         policy = Policy(state['policy'], n_ops_weights=state['n_ops_weights'])
@@ -145,7 +146,7 @@ class SearchSettings:
     version:int = 1
     engine:str # 'local' or 'ray'
     ops:list # Names of the operations searched
-    kind:str|None # Their kind: which policy callbacks the search sets
+    kind:str|None # Their kind ('joint' for several): which policy callbacks the search sets
     population:int # Number of trials
     epochs:int # Epochs each trial trains
     interval:int # Epochs between two exploit-and-explore steps
@@ -156,9 +157,13 @@ class SearchSettings:
     higher_is_better:bool # Its direction
     lr:float|None # Learning rate of the trials' `fit_method`
     fit_method:str # How trials train
-    n_ops_weights:list # Weights of applying 0, 1 and 2 operations to a sample
+    n_ops_weights:list|dict # Weights of applying 0, 1 and 2 operations to a sample (or per kind)
 
     def to_dict(self)->dict: return asdict(self)
+    @property
+    def kinds(self)->list:
+        "The kinds of the operations searched, in the order they first appear"
+        return list(dict.fromkeys(get_op(o).kind for o in self.ops))
     @property
     def stretches(self)->list:
         "(start, stop) epochs of each generation"
@@ -346,7 +351,7 @@ class _LocalSearch:
 # %% ../nbs/08b_search.ipynb #5p100023
 def pba_search(
     make_learner:Callable, # Builds a new Learner carrying the `PolicyCallback`(s) whose policy is searched
-    ops:list, # Names of the registered operations to search over, all of one kind
+    ops:list, # Names of the registered operations to search over, of one kind or several (a joint search)
     population:int=16, # Number of trials
     epochs:int=30, # Epochs each trial trains: the length of the schedule found
     interval:int=3, # Epochs between two exploit-and-explore steps
@@ -359,7 +364,7 @@ def pba_search(
     higher_is_better:bool|None=None, # Direction of `metric`; default: lower is better for names with 'loss' or 'error'
     lr:float|None=None, # Learning rate passed to `fit_method`; None: its default
     fit_method:str='fit_one_cycle', # How trials train: 'fit_one_cycle', 'fit_flat_cos' or 'fit', over `epochs`
-    n_ops_weights:tuple=(0.2, 0.3, 0.5), # Weights of applying 0, 1 and 2 operations to a sample (MODALS: 0.2, 0.7, 0.1)
+    n_ops_weights:tuple|dict=(0.2, 0.3, 0.5), # Weights of 0, 1 and 2 operations per sample (a dict: per kind)
     resources:dict|None=None, # Ray engine: resources of each trial (default {'cpu': 1})
     progress:bool=True # Show a progress bar (local) or Ray's progress report (ray)
 )->PBAResult:
@@ -378,18 +383,16 @@ def pba_search(
         raise ValueError(f"`ops` must be a non-empty list of operation names, got {ops!r}")
     ops = list(ops)
     if len(set(ops)) != len(ops): raise ValueError(f"`ops` names an operation twice: {ops}")
-    kinds = {get_op(o).kind for o in ops}
-    if len(kinds) > 1: raise ValueError(f"`ops` mixes operations of kinds {sorted(kinds)}: a policy holds one kind")
-    kind = kinds.pop()
-    Policy.zero(ops, n_ops_weights=n_ops_weights)  # checks the weights
+    zero = Policy.zero(ops, n_ops_weights=n_ops_weights)  # checks the operations and the weights
+    kind = zero.kind
     probe = make_learner()
-    check_search_learner(probe, kind)
+    check_search_learner(probe, list(zero.kinds))
     metric,higher_is_better = score_metric(probe, metric, higher_is_better)
     del probe
     cfg = SearchSettings(engine=engine, ops=ops, kind=kind, population=population, epochs=epochs, interval=interval,
                          quantile=float(quantile), resample_p=float(resample_p), seed=int(seed), metric=metric,
                          higher_is_better=higher_is_better, lr=None if lr is None else float(lr), fit_method=fit_method,
-                         n_ops_weights=[float(w) for w in n_ops_weights])
+                         n_ops_weights=weights_json(zero.n_ops_weights))
     if engine == 'ray':
         from fastaug.ray_engine import ray_search  # Ray Tune, an optional dependency, is imported only here
         return ray_search(cfg, make_learner, path, resources, progress)

@@ -20,6 +20,7 @@ from fastaug.manifold import *
 from fastaug.image_ops import *
 from fastaug.modals import *
 from fastaug.isda import *
+from fastaug.techniques import *
 from fastaug.pba import *
 from fastaug.checkpoint import *
 from fastaug.search import *
@@ -111,27 +112,29 @@ BAD = {
     'OutputMixup: alpha < 0':              (lambda: OutputMixup(-0.2), ValueError, '`alpha` must be a number > 0'),
     'OutputMixup: unknown mode':           (lambda: OutputMixup(0.4, mode='pair'), ValueError, "`mode` must be one of ['sample', 'batch']"),
     # policy
-    'register_op: unknown kind':           (lambda: register_op('_x', 'audio'), ValueError, "`kind` must be one of ['image', 'series', 'latent'], got 'audio'"),
+    'register_op: unknown kind':           (lambda: register_op('_x', 'audio'), ValueError, "`kind` must be one of ['image', 'series', 'latent', 'mixing', 'isda'], got 'audio'"),
     'register_op: name taken':             (lambda: register_op('Rotate', 'image')(lambda x, magnitude, **kw: x), ValueError, "an operation named 'Rotate' is already registered"),
     'get_op: unknown operation':           (lambda: get_op('Rotat'), ValueError, "unknown operation 'Rotat'; registered operations: ["),
-    'ops_of: unknown kind':                (lambda: ops_of('text'), ValueError, "`kind` must be one of ['image', 'series', 'latent']"),
+    'ops_of: unknown kind':                (lambda: ops_of('text'), ValueError, "`kind` must be one of ['image', 'series', 'latent', 'mixing', 'isda']"),
     'op_setting: not a triple':            (lambda: op_setting(('Rotate', 5)), ValueError, "a policy entry must be (operation, probability level, magnitude level), got ('Rotate', 5)"),
     'op_setting: probability level 11':    (lambda: op_setting(('Rotate', 11, 0)), ValueError, 'Rotate: probability level must be an integer in [0, 10], got 11'),
     'op_setting: magnitude level 10':      (lambda: op_setting(('Rotate', 5, 10)), ValueError, 'Rotate: magnitude level must be an integer in [0, 9], got 10'),
     'op_setting: fractional level':        (lambda: op_setting(('Rotate', 5.5, 1)), ValueError, 'probability level must be an integer in [0, 10], got 5.5'),
     'Policy: unknown operation':           (lambda: Policy([('Rotat', 5, 5)]), ValueError, "unknown operation 'Rotat'"),
-    'Policy: two kinds of operations':     (lambda: Policy([('Rotate', 5, 5), ('GaussianNoise', 5, 5)]), ValueError, "a policy mixes operations of one kind, got ['image', 'latent']"),
+    'Policy: a joint policy applied whole': (lambda: Policy([('Rotate', 5, 5), ('GaussianNoise', 5, 5)]).plan(4), ValueError, "a joint policy of ['image', 'latent'] operations is applied part by part"),
+    'Policy: weights for an unknown kind':  (lambda: Policy([], n_ops_weights={'audio': (1, 1, 1)}), ValueError, "`n_ops_weights kind` must be one of"),
+    'ImagePolicy: a joint policy without images': (lambda: ImagePolicy(Policy([('GaussianNoise', 5, 5), ('MixUp', 5, 5)])), ValueError, "ImagePolicy applies image operations, got a policy of latent and mixing operations"),
     'Policy: two weights':                 (lambda: Policy([], n_ops_weights=(1, 1)), ValueError, '`n_ops_weights` must be three weights >= 0 for 0, 1 and 2 operations'),
     'Policy: zero weights':                (lambda: Policy([], n_ops_weights=(0, 0, 0)), ValueError, '`n_ops_weights` must be three weights >= 0'),
     'Policy: negative weight':             (lambda: Policy([], n_ops_weights=(1, -1, 1)), ValueError, '`n_ops_weights` must be three weights >= 0'),
     'PolicySchedule: no epoch':            (lambda: PolicySchedule([]), ScheduleError, 'a schedule needs at least one epoch'),
     'PolicySchedule: a single policy':     (lambda: PolicySchedule(IMAGE_POLICY), TypeError, 'a list of policies, one per epoch: use `PolicySchedule.constant(policy, n_epochs)`'),
-    'PolicySchedule: two kinds':           (lambda: PolicySchedule([IMAGE_POLICY, LATENT_POLICY]), ScheduleError, "a schedule holds policies of one kind, got ['image', 'latent']"),
     'PolicySchedule.constant: 0 epochs':   (lambda: PolicySchedule.constant(IMAGE_POLICY, 0), ScheduleError, 'a schedule needs at least one epoch'),
     'source_epoch: negative epoch':        (lambda: SCHEDULE.source_epoch(-1), ScheduleError, 'epoch must be >= 0, got -1'),
     'policy_at: a run of 0 epochs':        (lambda: SCHEDULE.policy_at(0, n_epochs=0), ScheduleError, '`n_epochs` must be >= 1, got 0'),
     'from_dict: not a schedule':           (lambda: PolicySchedule.from_dict({'format': 'x'}), ScheduleError, "schedule: not a policy schedule (expected 'format': 'fastaug.PolicySchedule')"),
-    'from_dict: unknown version':          (lambda: PolicySchedule.from_dict(schedule_dict(version=2)), ScheduleError, 'unsupported version 2'),
+    'from_dict: unknown version':          (lambda: PolicySchedule.from_dict(schedule_dict(version=3)), ScheduleError, 'unsupported version 3'),
+    'from_dict: version 2 without kinds':  (lambda: PolicySchedule.from_dict(schedule_dict(version=2)), ScheduleError, "'kinds' says None but the operations are ['image']"),
     'from_dict: no epochs':                (lambda: PolicySchedule.from_dict(schedule_dict(epochs=[])), ScheduleError, "'epochs' must be a non-empty list"),
     'from_dict: epochs that do not fit':   (lambda: PolicySchedule.from_dict(schedule_dict(epochs=[SCHEDULE.to_dict()['epochs'][0], {**SCHEDULE.to_dict()['epochs'][1], 'epoch': 2}])),
                                             ScheduleError, 'epochs must be listed as 0, 1, 2, … without gaps; entry 1 is 2'),

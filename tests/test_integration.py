@@ -28,6 +28,7 @@ from fastaug.mixup import MixUp, CutMix, CutMixUp
 from fastaug.manifold import ManifoldMixup, OutputMixup
 from fastaug.image_ops import ImagePolicy
 from fastaug.series_ops import SeriesPolicy, magnitudes
+from fastaug.techniques import MixPolicy, ISDAPolicy
 from fastaug.policy import register_op
 from fastaug.modals import MODALS, modals_policy
 from fastaug.isda import ISDA
@@ -84,7 +85,7 @@ def an_item(learn, modality):
 def _clone(t): return t.detach().clone()
 
 def isda_stats(learn):
-    cb = learn.isda
+    cb = next(c for c in learn.cbs if isinstance(c, ISDA))  # ISDA, or ISDAPolicy
     e = cb.estimator
     return dict(epochs=cb.epochs_done, **({} if e is None else dict(count=_clone(e.count), mean=_clone(e.mean), cov=_clone(e.cov))))
 
@@ -155,6 +156,8 @@ def _matrix_series(x, magnitude, **kwargs):
     SERIES_CALLS.append(len(x))
     return x + magnitudes(magnitude, x)
 SERIES_POLICY = lambda: Policy([('TimeWarp', 5, 5), ('SegmentMix', 5, 5), ('Jitter', 4, 3), ('_MatrixSeries', 8, 5)])
+JOINT_SCHEDULE = PolicySchedule([Policy([('_MatrixSeries', 6, 3), ('MixUp', 8, 2), ('ISDA', 9, 5)]),
+                                 Policy([('_MatrixSeries', 4, 5), ('CutMix', 8, 4), ('ISDA', 9, 8)])])
 SERIES_SCHEDULE = PolicySchedule([Policy([('_MatrixSeries', 6, 3)]), Policy([('WindowSlice', 8, 6), ('_MatrixSeries', 5, 5)])])
 
 def series_policy_acted(spy):
@@ -165,6 +168,10 @@ def series_policy_acted(spy):
 def mixes(spy, name='MixedLoss'): return name in spy.seen('loss')
 def hooks_head(spy): return any(r['hooked'] for r in spy.rows)  # the latent hook is on while the batch runs
 def image_policy_acted(spy): return '_BeforeIntToFloat' in spy.seen('tfms')
+def replayed_parts(schedule):
+    "Each callback of a joint schedule's kinds held its part of the first epoch's policy"
+    first = schedule.policies[0]
+    return lambda spy: all(any(p == first.part(k) for r in spy.rows for p in r['policies']) for k in first.kinds)
 def replayed(schedule): return lambda spy: {id(p) for r in spy.rows for p in r['policies']} >= {id(p) for p in schedule.policies[:1]}
 
 def merged(*fs): return lambda learn: {f.__name__: f(learn) for f in fs}
@@ -204,6 +211,12 @@ CALLBACKS = {
                                    stats=isda_stats, acted=both(image_policy_acted, mixes)),
     'PBA+CutMix':    Case(lambda: [ImagePolicy(), PBA(IMAGE_SCHEDULE, n_epochs=4), CutMix(1.)], ('image',),
                           stats=pba_stats, acted=both(image_policy_acted, mixes)),
+    'MixPolicy':     Case(lambda: [MixPolicy([('MixUp', 5, 2), ('CutMix', 3, 4), ('ManifoldMixup', 3, 2)])],
+                          ('image', 'tabular', 'series'), NO_TEXT_CUT, acted=mixes),
+    'ISDAPolicy':    Case(lambda: [ISDAPolicy([('ISDA', 8, 5)])], stats=isda_stats, acted=lambda spy: mixes(spy, 'ISDALoss')),
+    'joint PBA':     Case(lambda: [SeriesPolicy(), MixPolicy(), ISDAPolicy(), PBA(JOINT_SCHEDULE, n_epochs=4)], ('series',),
+                          stats=merged(isda_stats, pba_stats), acted=both(mixes, replayed_parts(JOINT_SCHEDULE)),
+                          after=policy_restored('mix_policy', lambda: None)),
     'SeriesPolicy+PBA': Case(lambda: [SeriesPolicy(), PBA(SERIES_SCHEDULE, n_epochs=4)], ('series',), stats=pba_stats,
                              acted=both(series_policy_acted, replayed(SERIES_SCHEDULE)),
                              after=policy_restored('series_policy', lambda: None)),

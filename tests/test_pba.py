@@ -429,7 +429,8 @@ def test_search_argument_errors(tmp_path):
     fails('`resample_p` must be a probability', resample_p=-0.1)
     fails("`engine` must be one of \\['local', 'ray'\\]", engine='dask')
     fails('`fit_method` must be one of', fit_method='fine_tune')
-    fails("mixes operations of kinds \\['image', 'latent'\\]", ops=['_tNoise', '_tJitter'])
+    fails("callbacks applying latent operations, but its policy callbacks apply image operations",
+          ops=['_tNoise', '_tJitter'])  # a joint search needs a callback for each kind
     fails("unknown operation '_tRotate'", ops=['_tRotate'])
     fails('names an operation twice', ops=['_tNoise', '_tNoise'])
     fails('non-empty list of operation names', ops=[])
