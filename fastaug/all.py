@@ -12,6 +12,7 @@ from .series_ops import *
 from .modals import *
 from .isda import *
 from .techniques import *
+from .trivial import *
 from .pba import *
 from .checkpoint import *
 from .search import *

@@ -29,6 +29,7 @@ from fastaug.manifold import ManifoldMixup, OutputMixup
 from fastaug.image_ops import ImagePolicy
 from fastaug.series_ops import SeriesPolicy, magnitudes
 from fastaug.techniques import MixPolicy, ISDAPolicy
+from fastaug.trivial import TrivialAugment
 from fastaug.policy import register_op
 from fastaug.modals import MODALS, modals_policy
 from fastaug.isda import ISDA
@@ -217,6 +218,8 @@ CALLBACKS = {
     'joint PBA':     Case(lambda: [SeriesPolicy(), MixPolicy(), ISDAPolicy(), PBA(JOINT_SCHEDULE, n_epochs=4)], ('series',),
                           stats=merged(isda_stats, pba_stats), acted=both(mixes, replayed_parts(JOINT_SCHEDULE)),
                           after=policy_restored('mix_policy', lambda: None)),
+    'TrivialAugment': Case(lambda: [ImagePolicy(), MixPolicy(), TrivialAugment(['Rotate', 'Cutout', 'Equalize', 'MixUp', 'CutMix'])],
+                           ('image',), acted=both(image_policy_acted, mixes), after=policy_restored('image_policy', lambda: None)),
     'SeriesPolicy+PBA': Case(lambda: [SeriesPolicy(), PBA(SERIES_SCHEDULE, n_epochs=4)], ('series',), stats=pba_stats,
                              acted=both(series_policy_acted, replayed(SERIES_SCHEDULE)),
                              after=policy_restored('series_policy', lambda: None)),
