@@ -13,6 +13,7 @@ from .modals import *
 from .isda import *
 from .techniques import *
 from .trivial import *
+from .auto import *
 from .pba import *
 from .checkpoint import *
 from .search import *

@@ -19,13 +19,16 @@ from .policy import *
 from .pba import *
 from .checkpoint import append_record
 from .search import *
+from .trivial import TrivialAugment
+from .auto import auto_augment, joint_space
 
 # %% auto #0
-__all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'SEARCH_SPACES', 'EPOCHS', 'searched_modals', 'searched_series',
-           'replay_callbacks', 'applies', 'all_methods', 'train_eval', 'search_schedule', 'best_fixed_policy',
-           'mean_std', 'paired_gains', 'summarise', 'known_first', 'method_rank', 'search_key', 'search_name',
-           'markdown_table', 'compact_table', 'plot_gains', 'epochs_of', 'regime_data', 'machine', 'values_by',
-           'mixed_machines', 'run_key', 'read_runs', 'run_benchmark', 'report', 'demo', 'main']
+__all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'SEARCH_SPACES', 'CHOSEN', 'EPOCHS', 'searched_modals', 'searched_series',
+           'replay_callbacks', 'applies', 'all_methods', 'trivial_callbacks', 'auto_choice', 'train_eval',
+           'search_schedule', 'best_fixed_policy', 'mean_std', 'paired_gains', 'summarise', 'known_first',
+           'method_rank', 'search_key', 'search_name', 'markdown_table', 'compact_table', 'plot_gains', 'epochs_of',
+           'regime_data', 'machine', 'values_by', 'mixed_machines', 'run_key', 'read_runs', 'run_benchmark', 'report',
+           'demo', 'main']
 
 # %% ../nbs/09_bench.ipynb #1f0b20fe
 METHODS = {
@@ -61,7 +64,31 @@ def applies(method:str, modality:str)->bool:
     "Whether `method` is documented for `modality`"
     return modality in ONLY.get(method, MODALITIES)
 
-def all_methods()->list: return list(METHODS) + list(SEARCHED)
+CHOSEN = {'trivial': "TrivialAugment's rule over the joint space `auto` searches, no search",
+          'auto': 'auto_augment: a PBA search of the joint space on a hold-out, guarded by trivial and none'}
+
+def all_methods()->list: return list(METHODS) + list(SEARCHED) + list(CHOSEN)
+
+def trivial_callbacks(dls:DataLoaders)->list:
+    "TrivialAugment over the joint space of the data of `dls`, with the callbacks that apply it"
+    ops,make = joint_space(dls)
+    return make() + [TrivialAugment(ops)]
+
+def auto_choice(
+    modality:str, # 'image', 'tabular', 'series' or 'text'
+    path:str|Path, # Directory of the call: its search, guard runs, result and `search.json` record
+    dls:DataLoaders, # The training data: `auto_augment` holds out part of its training set
+    epochs:int, # Epochs of the final run, and of every trial and guard run
+    lr:float=1e-2 # Peak learning rate of the one-cycle training
+)->tuple:
+    "What `auto_augment` chooses for `modality` with its default budget, and the record of its cost"
+    path = Path(path)
+    res = auto_augment(lambda d, cbs: get_learner(modality, dls=d, cbs=cbs), dls, epochs, lr=lr, path=path,
+                       progress=False)
+    rec = dict(method='auto', modality=modality, seconds=sum(res.seconds.values()), choice=res.choice,
+               scores=res.scores, metric=res.metric, epochs=epochs, lr=lr, n_train=len(dls.train_ds))
+    (path/'search.json').write_text(json.dumps(rec, indent=1))
+    return res,rec
 
 # %% ../nbs/09_bench.ipynb #0f205900
 class _SkipEpochValidation(Callback):
@@ -172,7 +199,7 @@ def summarise(runs:list, baseline:str='none', searches:dict|None=None)->pd.DataF
                'time ×': f"{g.seconds.median()/b.seconds.median():.2f}" if len(b) else ''}
         if searches is not None:
             s = searches.get(search_name(where['method'], where['modality'], where.get('regime', 'full')))
-            searched = s and where['method'] in SEARCHED and len(b)
+            searched = s and where['method'] in (*SEARCHED, 'auto') and len(b)
             row['search ×'] = f"{s['seconds']/b.seconds.median():.1f}" if searched else ''
         rows.append(row)
     mods = {k: i for i,k in enumerate(known_first(df.modality, MODALITIES))}
@@ -186,7 +213,7 @@ def known_first(names, known)->list:
     return [k for k in known if k in names] + [n for n in names if n not in known]
 
 def method_rank(m:str)->int:
-    "Position of method `m` in the tables: `METHODS`, then `SEARCHED`, then any other name"
+    "Position of method `m` in the tables: `METHODS`, then `SEARCHED`, then `CHOSEN`, then any other name"
     return all_methods().index(m) if m in all_methods() else len(all_methods())
 
 def search_key(modality:str, regime:str)->str: return f"{modality}-{regime}"
@@ -294,7 +321,7 @@ def read_runs(path)->list:
 def run_benchmark(
     out:str|Path='bench_results', # Output directory (resumes what it holds)
     modalities:list=MODALITIES, # Datasets, by modality
-    methods:list|None=None, # Methods (default: all of `METHODS` and `SEARCHED`)
+    methods:list|None=None, # Methods (default: all of `METHODS`, `SEARCHED` and `CHOSEN`)
     regimes:list=('full', 'reduced'), # Training-set regimes, keys of `REGIMES`
     seeds:int=5, # Seeds 0..seeds-1; the same seed gives every method the same weights and data order
     epochs:int|dict|None=None, # Epochs of one-cycle training of every run and search trial (default: `EPOCHS`)
@@ -327,7 +354,12 @@ def run_benchmark(
             loaded = dict(key=(k, r), modality=k, full=full, kw=kw, dls=get_dls(k, **kw) if 'n_train' in kw else full)
         dls,kw = loaded['dls'],loaded['kw']
         cbs = None
-        if p['method'] in SEARCHED:
+        if p['method'] == 'trivial': cbs = trivial_callbacks(dls)
+        elif p['method'] == 'auto':
+            name = search_name('auto', k, r)
+            res,searches[name] = auto_choice(k, out/'searches'/name, dls, p['epochs'], lr)
+            cbs = res.callbacks()
+        elif p['method'] in SEARCHED:
             name = search_name(p['method'], k, r)
             sched,searches[name] = search_schedule(
                 k, out/'searches'/name, epochs=p['epochs'], lr=lr, population=population, interval=interval,

@@ -1,0 +1,81 @@
+"auto_augment end to end on tiny data: its hold-out, its guard, its resume, and the callbacks it returns"
+import json
+import numpy as np, pytest, torch
+from fastai.callback.core import Callback
+import fastai.callback.schedule  # fit_one_cycle
+from fastaug.auto import *
+from fastaug.auto import _Subset
+from fastaug.datasets import get_learner
+from fastaug.pba import PBA
+from fastaug.trivial import TrivialAugment
+from conftest import small_dls
+
+class _Fits(Callback):
+    "Counts the fits of the Learners it is added to"
+    n = 0
+    def before_fit(self):
+        if not hasattr(self.learn, 'lr_finder'): type(self).n += 1
+
+def maker(modality):
+    return lambda dls, cbs: get_learner(modality, dls=dls, cbs=list(cbs) + [_Fits()])
+
+@pytest.mark.parametrize('modality', ['series', 'tabular', 'image', 'text'])
+def test_holdout_is_part_of_the_training_set_only(modality):
+    dls = small_dls(modality)
+    hold = holdout_loaders(dls, 0.25, seed=3)
+    n = len(dls.train_ds)
+    assert len(hold.train_ds) + len(hold.valid_ds) == n and len(np.intersect1d(hold.keep, hold.held)) == 0
+    assert abs(len(hold.valid_ds) - n/4) <= 1
+    ds = hold.valid_ds
+    src = ds.ds if isinstance(ds, _Subset) else None
+    if src is not None: assert src is dls.train_ds  # never the validation set
+    else: assert set(ds.items.index) <= set(dls.train_ds.items.index) and not set(ds.items.index) & set(dls.valid_ds.items.index)
+    again = holdout_loaders(dls, 0.25, seed=3)
+    assert np.array_equal(again.held, hold.held)          # fixed by its seed
+
+@pytest.mark.parametrize('modality,kinds', [('series', ['series', 'latent', 'mixing', 'isda']),
+                                            ('tabular', ['latent', 'mixing', 'isda']),
+                                            ('text', ['latent', 'mixing', 'isda'])])
+def test_the_joint_space_follows_the_data(modality, kinds):
+    ops,make = joint_space(small_dls(modality))
+    assert [c.kind for c in make()] == kinds
+    assert ('CutMix' in ops) == (modality != 'text')
+
+def test_end_to_end_resume_and_the_callbacks_it_returns(tmp_path):
+    dls = small_dls('series')
+    _Fits.n = 0
+    res = auto_augment(maker('series'), dls, epochs=2, population=2, interval=1, path=tmp_path, lr=1e-2, progress=False)
+    assert _Fits.n == 2*2 + 3                              # two trials of two stretches, three guard runs
+    rec = json.loads((tmp_path/'result.json').read_text())
+    assert rec['choice'] == res.choice == guard_choice(res.scores, False) and set(rec['scores']) == set(CANDIDATES)
+    cbs = res.callbacks()
+    kinds = {type(c).__name__ for c in cbs}
+    want = {'searched': {'PBA'}, 'trivial': {'TrivialAugment'}, 'none': set()}[res.choice]
+    assert want <= kinds
+    learn = get_learner('series', dls=dls, cbs=cbs)
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(2, 1e-2)
+    _Fits.n = 0
+    again = auto_augment(maker('series'), dls, epochs=2, population=2, interval=1, path=tmp_path, lr=1e-2,
+                         progress=False)
+    assert _Fits.n == 0 and again.scores == res.scores and again.choice == res.choice   # resumed: nothing trained
+    assert 'chosen:' in res.summary() and res.cost > 1
+
+@pytest.mark.parametrize('modality', ['tabular', 'image'])
+def test_other_modalities_end_to_end(modality, tmp_path):
+    res = auto_augment(maker(modality), small_dls(modality), epochs=1, population=2, interval=1, path=tmp_path,
+                       progress=False)
+    assert res.choice in CANDIDATES
+    fig = res.plot(); assert fig is not None
+
+def test_the_guard_never_hands_back_a_loss_on_the_holdout():
+    for s,t,n in [(0.5, 0.6, 0.7), (0.8, 0.6, 0.7), (0.8, 0.9, 0.7), (0.7, 0.7, 0.7)]:
+        scores = dict(searched=s, trivial=t, none=n)
+        c = guard_choice(scores, higher_is_better=False)
+        assert scores[c] <= n and (c == 'none' or scores[c] < n)
+
+def test_bad_arguments():
+    dls = small_dls('series')
+    with pytest.raises(TypeError, match='`learner` must be a function'): auto_augment(get_learner('series', dls=dls), dls, 2)
+    with pytest.raises(TypeError, match='`dls` must be fastai DataLoaders'): auto_augment(maker('series'), [1], 2)
+    with pytest.raises(ValueError, match='`holdout` must be in'): auto_augment(maker('series'), dls, 2, holdout=1.5)
+    with pytest.raises(ValueError, match='`epochs` must be an integer'): auto_augment(maker('series'), dls, 0)
