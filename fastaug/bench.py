@@ -409,48 +409,42 @@ def report(out:str|Path, plan:list|None=None)->pd.DataFrame:
 def demo(
     modality:str='series', # The dataset, by modality
     seeds:int=5, # Seeds of the final runs
-    epochs:int=32, # Epochs of the final runs and of the search's trials
+    epochs:int=32, # Epochs of the final runs, and of every trial and guard run of `auto_augment`
     n_train:int|None=400, # A fixed stratified subset of the training set (None: all of it)
-    population:int=8, # Trials of the PBA search
+    population:int=8, # Trials of the search
     interval:int=2, # Epochs between exploit-and-explore steps
-    search_metric:str='valid_loss', # Hold-out metric that ranks the trials: 'valid_loss' or 'accuracy'
-    out:str|Path='demo_results', # Where the search, the table and the schedule plot go
+    out:str|Path='demo_results', # Where the call's directory, the table and the schedule plot go
     small:bool=False, # The tests' small data
 ):
-    "Search a MODALS schedule with PBA, replay it, and compare it with no augmentation and fixed policies"
+    "`auto_augment` on one dataset against no augmentation, every fixed method and TrivialAugment, over paired seeds"
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     kw = dict(small=True) if small else dict(n_train=n_train)
     dls = get_dls(modality, **kw)
     print(f"{modality}: {len(dls.train_ds):,} training and {len(dls.valid_ds):,} validation samples; {epochs} epochs; "
-          f"PBA search: {population} trials on a 20 % hold-out of the training set", flush=True)
+          f"auto_augment: {population} trials on a 20 % hold-out of the training set, then its guard", flush=True)
     start = time.perf_counter()
-    sched,rec = search_schedule(modality, out/'search', epochs=epochs, population=population, interval=interval,
-                                metric=search_metric, **kw)
-    print(f"search: {rec['seconds']:.0f} s, best trial {rec['best_trial']} ({rec['metric']} {rec['best_score']:.4f} "
-          "on the hold-out)")
-    fig = sched.plot(title=f'PBA schedule of MODALS operations ({modality})')
-    fig.savefig(out/'schedule.png', dpi=110); plt.close(fig)
-    if 'best_fixed_policy' not in rec:
-        raise ValueError(f"{out/'search'/'search.json'} was written by an older fastaug and lacks the best fixed "
-                         "policy: remove the directory to search again")
-    methods = {'none': lambda: [], 'modals (default policy)': lambda: [MODALS()]}
-    if rec['best_fixed_policy'] is None:
-        print("the search tried no policy that applies an operation: no best fixed policy")
-    else:
-        fixed = Policy(rec['best_fixed_policy'], n_ops_weights=MODALS_N_OPS_WEIGHTS)
-        print(f"best fixed policy: {fixed}")
-        methods['modals (best fixed policy)'] = lambda: [MODALS(fixed)]
-    methods['modals-pba (searched schedule)'] = lambda: replay_callbacks(sched)
+    res = auto_augment(lambda d, cbs: get_learner(modality, dls=d, cbs=cbs), dls, epochs, lr=1e-2,
+                       population=population, interval=interval, path=out/'auto', progress=False)
+    print(res.summary(), flush=True)
+    fig = res.plot(); fig.savefig(out/'schedule.png', dpi=110); plt.close(fig)
+    methods = {m: f for m,f in METHODS.items() if applies(m, modality)}
+    methods['trivial'],methods['auto'] = lambda: trivial_callbacks(dls),res.callbacks
     runs = []
     for s in range(seeds):
         for m,cbs in methods.items():
             runs.append(train_eval(modality, m, seed=s, epochs=epochs, dls=dls, cbs=cbs()))
-            print(f"  seed {s} {m:>31}: accuracy {runs[-1]['accuracy']*100:.2f}%", flush=True)
-    tbl = summarise(runs)
+            print(f"  seed {s} {m:>12}: accuracy {runs[-1]['accuracy']*100:.2f}%", flush=True)
+    cost = sum(res.seconds.values())
+    tbl = summarise(runs, searches={search_name('auto', modality, 'full'): dict(seconds=cost)})
     table = markdown_table(tbl.drop(columns='modality'))
     (out/'results.md').write_text(table + '\n')
+    gains = paired_gains(runs).groupby('method', sort=False).gain.mean()
+    fixed = gains[[m for m in methods if m not in ('none', 'trivial', 'auto')]]
+    best = fixed.idxmax()
     plain = np.mean([r['seconds'] for r in runs if r['method'] == 'none'])
-    print('\n' + table + f"\n\nsearch cost: {rec['seconds']:.0f} s ({rec['seconds']/plain:.1f}× one run without "
+    print('\n' + table + f"\n\nauto chose {res.choice}: {gains['auto']:+.2f} points over none; the best fixed method, "
+          f"picked in hindsight on the validation split auto never sees, is {best} ({fixed[best]:+.2f}); trivial "
+          f"{gains['trivial']:+.2f}. auto_augment's cost: {cost:.0f} s ({cost/plain:.1f}× one run without "
           f"augmentation); schedule plot: {out/'schedule.png'}; total {time.perf_counter()-start:.0f} s")
     return runs,table
 
@@ -459,7 +453,7 @@ def main(argv=None):
     "Command line of the benchmark and the demo"
     p = argparse.ArgumentParser(prog='python -m fastaug.bench', description=__doc__)
     p.add_argument('command', nargs='?', default='run', choices=['run', 'demo', 'report'],
-                   help='run: the benchmark (resumes); demo: a PBA search, its replay and a table; '
+                   help='run: the benchmark (resumes); demo: auto_augment against the fixed methods; '
                         'report: redo the table and plot')
     p.add_argument('--out', default=None,
                    help='output directory (default: bench_results, or demo_results for the demo)')
@@ -472,7 +466,7 @@ def main(argv=None):
     p.add_argument('--population', type=int, default=8)
     p.add_argument('--interval', type=int, default=2)
     p.add_argument('--search-metric', default=None, choices=['accuracy', 'valid_loss'],
-                   help='hold-out metric that ranks the PBA trials (default: accuracy; the demo: valid_loss)')
+                   help='hold-out metric that ranks the PBA trials of the searched methods (default: accuracy)')
     p.add_argument('--n-train', type=int, default=400,
                    help='demo: a fixed stratified subset of the training set (0: all of it)')
     p.add_argument('--small', action='store_true', help="the tests' small data: a quick check that everything runs")
@@ -480,7 +474,7 @@ def main(argv=None):
     if a.command == 'demo':
         return demo(a.modalities[0] if a.modalities else 'series', seeds=a.seeds or 5, epochs=a.epochs or 32,
                     n_train=a.n_train or None, population=a.population, interval=a.interval,
-                    search_metric=a.search_metric or 'valid_loss', out=a.out or 'demo_results', small=a.small)
+                    out=a.out or 'demo_results', small=a.small)
     if a.command == 'report': tbl = report(a.out or 'bench_results')
     else:
         tbl = run_benchmark(a.out or 'bench_results', modalities=a.modalities or MODALITIES, methods=a.methods,

@@ -373,8 +373,9 @@ def plot(self:PolicySchedule, figsize=(10, 6), title:str|None=None):
     prob,mag = schedule_curves(self)
     fig,axs = plt.subplots(2, 1, figsize=figsize, sharex=True)
     epochs = np.arange(len(self))
-    lines = [axs[0].plot(epochs, prob[o])[0] for o in prob]
-    for o in prob: axs[1].plot(epochs, mag[o])
+    colours = plt.cm.tab20(np.arange(len(prob)) % 20) if len(prob) > 10 else [f'C{i}' for i in range(len(prob))]
+    lines = [axs[0].plot(epochs, prob[o], color=c)[0] for o,c in zip(prob, colours)]
+    for o,c in zip(prob, colours): axs[1].plot(epochs, mag[o], color=c)
     axs[0].set_ylabel('probability (sum of copies)'); axs[1].set_ylabel('magnitude')
     names = [f'{o} ({get_op(o).kind})' for o in prob] if self.kind == 'joint' else list(prob)  # and its kind
     axs[1].set_xlabel('epoch'); axs[0].legend(lines, names, fontsize=8, ncol=4, loc='upper left')
