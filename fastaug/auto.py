@@ -30,6 +30,11 @@ class _Subset:
     def __init__(self, ds, idx): self.ds,self.idx = ds,[int(i) for i in idx]
     def __len__(self): return len(self.idx)
     def __getitem__(self, i): return self.ds[self.idx[i]]
+    @property
+    def items(self):
+        "Its own items: fastai's sorted text loader takes the lengths to sort by from them"
+        it = self.ds.items
+        return it.iloc[self.idx] if hasattr(it, 'iloc') else L(it)[self.idx]
     def __getattr__(self, k):
         if k in ('ds', 'idx'): raise AttributeError(k)
         return getattr(self.ds, k)

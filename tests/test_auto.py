@@ -32,6 +32,9 @@ def test_holdout_is_part_of_the_training_set_only(modality):
     else: assert set(ds.items.index) <= set(dls.train_ds.items.index) and not set(ds.items.index) & set(dls.valid_ds.items.index)
     again = holdout_loaders(dls, 0.25, seed=3)
     assert np.array_equal(again.held, hold.held)          # fixed by its seed
+    for dl in hold.loaders:
+        if hasattr(dl, 'res'): assert len(dl.res) == len(dl.dataset)  # text: sorted by its own items' lengths
+        assert len(list(dl)) == len(dl)
 
 @pytest.mark.parametrize('modality,kinds', [('series', ['series', 'latent', 'mixing', 'isda']),
                                             ('tabular', ['latent', 'mixing', 'isda']),
