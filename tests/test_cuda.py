@@ -26,7 +26,8 @@ pytestmark = pytest.mark.skipif(ON_GPU and not torch.cuda.is_available(), reason
     'CUDA is not available on this machine: tools/gpu_check.sh runs these tests on a GPU '
     '(FASTAUG_TEST_DEVICE=cpu runs them on the CPU, as a check of the tests)'))
 
-PUBLIC = ('MixUp', 'CutMix', 'ManifoldMixup', 'OutputMixup', 'MODALS', 'ISDA', 'ImagePolicy', 'PBA')
+PUBLIC = ('MixUp', 'CutMix', 'CutMixUp', 'ManifoldMixup', 'OutputMixup', 'MODALS', 'ISDA', 'ImagePolicy', 'SeriesPolicy',
+          'MixPolicy', 'ISDAPolicy', 'PBA', 'TrivialAugment')
 HALF = {'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 def test_every_public_callback_runs_here():
