@@ -10,7 +10,7 @@ import fastai.callback.schedule  # Learner.fit_one_cycle
 from fastprogress.fastprogress import progress_bar
 from .core import *
 from .policy import *
-from .datasets import holdout_split
+from .datasets import holdout_split, stratified_subset
 from .image_ops import ImagePolicy
 from .series_ops import SeriesPolicy
 from .modals import MODALS, MODALS_N_OPS_WEIGHTS
@@ -21,8 +21,8 @@ from .checkpoint import read_json, write_json
 from .search import pba_search, score_metric, trial_seed, FIT_METHODS
 
 # %% auto #0
-__all__ = ['CANDIDATES', 'class_labels', 'holdout_loaders', 'input_kind', 'joint_space', 'guard_choice', 'AutoResult',
-           'auto_augment']
+__all__ = ['CANDIDATES', 'class_labels', 'n_folds', 'holdout_loaders', 'input_kind', 'joint_space', 'candidate_callbacks',
+           'guard_choice', 'AutoResult', 'auto_augment']
 
 # %% ../nbs/08e_one_call.ipynb #653458b6
 class _Subset:
@@ -49,20 +49,36 @@ def class_labels(ds)->np.ndarray|None:
     y = y.reshape(len(y), -1)
     return y[:, 0] if y.shape[1] == 1 and not np.issubdtype(y.dtype, np.floating) else None
 
+def n_folds(share:float)->int:
+    "How many disjoint hold-outs of `share` a training set holds"
+    return int(math.floor(1/share + 1e-9))
+
+def _held_fold(y, n:int, share:float, seed:int, fold:int)->np.ndarray:
+    "Positions of hold-out `fold`: fold 0 is `holdout_split`'s; each next one a stratified `n` of what is left"
+    held = holdout_split(y, share, seed)[1]
+    for f in range(1, fold+1):
+        rest = np.setdiff1d(np.arange(len(y)), held) if f == 1 else np.setdiff1d(rest, held)
+        held = rest[stratified_subset(y[rest], n, seed=seed+1+f)]
+    return held
+
 def holdout_loaders(
     dls:DataLoaders, # The user's loaders: only their training set is used
     share:float=0.2, # Share of the training set held out to score on
-    seed:int=0 # Seeds the split
+    seed:int=0, # Seeds the split
+    fold:int=0 # Which of the `n_folds(share)` disjoint hold-outs: fold 0 is the same for every number of folds
 )->DataLoaders:
     "Loaders training on a fixed part of `dls`' training set and validating on the rest, stratified by class if it can"
     ds = dls.train_ds
     y = class_labels(ds)
     check_range('holdout', share, 0, 1, lo_open=True, hi_open=True, what='')
-    if y is None:
-        idx = np.random.RandomState(seed).permutation(len(ds))
-        k = max(1, int(round(len(ds)*share)))
-        keep,held = np.sort(idx[k:]),np.sort(idx[:k])
-    else: keep,held = holdout_split(y, share, seed)
+    fold = check_int('fold', fold, minimum=0)
+    if fold >= n_folds(share): raise ValueError(
+        f"`fold` must be below {n_folds(share)}: a hold-out of {share:g} of the training set has {n_folds(share)} "
+        f"disjoint folds, got fold {fold}")
+    n = max(1, int(round(len(ds)*share)))
+    if y is None: held = np.sort(np.random.RandomState(seed).permutation(len(ds))[fold*n:(fold+1)*n])
+    else: held = _held_fold(y, n, share, seed, fold)
+    keep = np.setdiff1d(np.arange(len(ds)), held)
     sub = (lambda i: ds.iloc[i]) if hasattr(ds, 'iloc') else (lambda i: _Subset(ds, i))
     res = DataLoaders(dls.train.new(dataset=sub(keep)), dls.valid.new(dataset=sub(held)), device=dls.device)
     res.keep,res.held = keep,held
@@ -94,6 +110,14 @@ def joint_space(dls:DataLoaders, kinds:list|None=None)->tuple:
 # %% ../nbs/08e_one_call.ipynb #273d4a56
 CANDIDATES = ('searched', 'trivial', 'none')
 
+def candidate_callbacks(candidate:str, schedule:PolicySchedule, ops:list, make_callbacks:Callable,
+                        n_epochs:int|None=None)->list:
+    "The callbacks of one guard candidate: the searched `schedule` replayed, TrivialAugment over `ops`, or none"
+    check_choice('candidate', candidate, CANDIDATES)
+    if candidate == 'none': return []
+    last = PBA(schedule, n_epochs=n_epochs) if candidate == 'searched' else TrivialAugment(ops)
+    return make_callbacks() + [last]
+
 def guard_choice(scores:dict, higher_is_better:bool)->str:
     "The searched schedule if it beats both others on the hold-out; else the better of TrivialAugment and none"
     r = {k: rank_value(scores[k], higher_is_better) for k in CANDIDATES}
@@ -106,11 +130,9 @@ class AutoResult:
                  seconds:dict, metric:str, higher_is_better:bool, holdout:float, path:Path):
         store_attr()
 
-    def callbacks(self, n_epochs:int|None=None)->list:
+    def callbacks(self, n_epochs:int|None=None, candidate:str|None=None)->list:
         "The callbacks to pass to `cbs=` of the final run (`n_epochs`: its length, if other than the search's)"
-        if self.choice == 'none': return []
-        cbs = self.make_callbacks()
-        return cbs + [PBA(self.schedule, n_epochs=n_epochs) if self.choice == 'searched' else TrivialAugment(self.ops)]
+        return candidate_callbacks(candidate or self.choice, self.schedule, self.ops, self.make_callbacks, n_epochs)
 
     @property
     def cost(self)->float:
@@ -143,8 +165,8 @@ class AutoResult:
                                   f"({self.gain():+.4f} {self.metric} over none on the hold-out)")
 
 # %% ../nbs/08e_one_call.ipynb #920921c9
-def _guard_run(learner, hold, cbs, epochs, lr, fit_method, seed, metric)->tuple:
-    "Train one guard candidate on the hold-out split; its final hold-out score and its time"
+def _guard_run(learner, hold, cbs, epochs, lr, fit_method, seed)->tuple:
+    "Train one guard candidate on the hold-out split; every hold-out score it ends with (by name) and its time"
     with no_random(seed, reproducible=False):
         learn = learner(hold, cbs)
         for dl in learn.dls.loaders:
@@ -152,9 +174,12 @@ def _guard_run(learner, hold, cbs, epochs, lr, fit_method, seed, metric)->tuple:
         start = time.perf_counter()
         with learn.no_bar(), learn.no_logging(): getattr(learn, fit_method)(epochs, lr)
         seconds = time.perf_counter() - start
-        names = list(learn.recorder.metric_names)
-        col = metric if metric in names else f'valid_{metric}'
-        return float(learn.recorder.values[-1][names.index(col) - 1]),seconds
+        vals = learn.recorder.values[-1]
+        return {n: float(v) for n,v in zip(list(learn.recorder.metric_names)[1:1+len(vals)], vals)},seconds
+
+def _score(values:dict, metric:str)->float:
+    "The score named `metric` among a run's final `values` ('accuracy' is also found as 'valid_accuracy')"
+    return values[metric if metric in values else f'valid_{metric}']
 
 def auto_augment(
     learner:Callable, # `learner(dls, cbs)` builds a new Learner on loaders `dls` with the callbacks `cbs`
@@ -190,12 +215,11 @@ def auto_augment(
                      n_ops_weights={'latent': MODALS_N_OPS_WEIGHTS}, progress=progress)
     rec_file = path/'guards.json'
     rec = read_json(rec_file, 'guard record') if rec_file.exists() else dict(search_seconds=time.perf_counter()-start)
-    runs = dict(searched=lambda: make_cbs() + [PBA(res.schedule)], trivial=lambda: make_cbs() + [TrivialAugment(ops)],
-                none=lambda: [])
     todo = [k for k in CANDIDATES if k not in rec]
     for k in (progress_bar(todo) if progress and todo else todo):
-        score,secs = _guard_run(learner, hold, runs[k](), epochs, lr, fit_method, trial_seed(seed, 'guard', 0), metric)
-        rec[k] = dict(score=score, seconds=secs)
+        cbs = candidate_callbacks(k, res.schedule, ops, make_cbs)
+        values,secs = _guard_run(learner, hold, cbs, epochs, lr, fit_method, trial_seed(seed, 'guard', 0))
+        rec[k] = dict(score=_score(values, metric), seconds=secs, values=values)
         write_json(rec, rec_file)
     scores = {k: rec[k]['score'] for k in CANDIDATES}
     seconds = dict(search=rec['search_seconds'], **{k: rec[k]['seconds'] for k in CANDIDATES})

@@ -36,6 +36,22 @@ def test_holdout_is_part_of_the_training_set_only(modality):
         if hasattr(dl, 'res'): assert len(dl.res) == len(dl.dataset)  # text: sorted by its own items' lengths
         assert len(list(dl)) == len(dl)
 
+@pytest.mark.parametrize('modality', ['series', 'tabular'])
+def test_folds_are_disjoint_stratified_and_fold_0_is_the_split(modality):
+    from fastaug.datasets import holdout_split
+    dls = small_dls(modality)
+    folds = [holdout_loaders(dls, 0.25, seed=3, fold=f) for f in range(n_folds(0.25))]
+    held = [h.held for h in folds]
+    assert n_folds(0.25) == 4 and n_folds(0.2) == 5 and n_folds(1/3) == 3
+    assert len(np.unique(np.concatenate(held))) == sum(map(len, held)) == len(dls.train_ds)  # a partition
+    y = class_labels(dls.train_ds)
+    assert np.array_equal(held[0], holdout_split(y, 0.25, 3)[1])    # fold 0 is the one-hold-out split, unchanged
+    for h in folds:
+        assert np.array_equal(np.sort(np.concatenate([h.keep, h.held])), np.arange(len(dls.train_ds)))
+        for c in np.unique(y): assert abs((y[h.held] == c).sum() - (y == c).sum()/4) <= 2   # stratified
+    with pytest.raises(ValueError, match='`fold` must be below 4'): holdout_loaders(dls, 0.25, fold=4)
+    with pytest.raises(ValueError, match='`fold` must be an integer'): holdout_loaders(dls, 0.25, fold=-1)
+
 @pytest.mark.parametrize('modality,kinds', [('series', ['series', 'latent', 'mixing', 'isda']),
                                             ('tabular', ['latent', 'mixing', 'isda']),
                                             ('text', ['latent', 'mixing', 'isda'])])
@@ -62,6 +78,9 @@ def test_end_to_end_resume_and_the_callbacks_it_returns(tmp_path):
                          progress=False)
     assert _Fits.n == 0 and again.scores == res.scores and again.choice == res.choice   # resumed: nothing trained
     assert 'chosen:' in res.summary() and res.cost > 1
+    guards = json.loads((tmp_path/'guards.json').read_text())
+    for k in CANDIDATES:                                 # every final hold-out score is kept, the ranked one among them
+        assert {'valid_loss', 'accuracy'} <= set(guards[k]['values']) and guards[k]['score'] == guards[k]['values'][res.metric]
 
 @pytest.mark.parametrize('modality', ['tabular', 'image'])
 def test_other_modalities_end_to_end(modality, tmp_path):
