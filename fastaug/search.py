@@ -13,7 +13,7 @@ from .core import *
 from .policy import *
 from .checkpoint import *
 from .pba import *
-import math, random, weakref, zlib  # after the star imports, which export other `copy`s
+import json, math, random, weakref, zlib  # after the star imports, which export other `copy`s
 from copy import deepcopy
 
 # %% auto #0
@@ -53,11 +53,14 @@ def trial_file(path, trial:int)->Path:
 
 def save_checkpoint(state:dict, path)->Path:
     "Write trial `state` to `path` atomically, with a digest of its contents"
-    return save_state(state, path, 'the trial state')
+    # the history (a policy per epoch) goes as one JSON string: thousands of small objects load and hash slowly
+    return save_state({**state, 'history': json.dumps(state['history'])}, path, 'the trial state')
 
 def load_checkpoint(path, map_location='cpu')->dict:
     "Read and verify a trial checkpoint written by `save_checkpoint`"
-    return load_state(path, TRIAL_FORMAT, _TRIAL_KEYS, 'fastaug PBA trial checkpoint', map_location)
+    state = load_state(path, TRIAL_FORMAT, _TRIAL_KEYS, 'fastaug PBA trial checkpoint', map_location)
+    if isinstance(state['history'], str): state['history'] = json.loads(state['history'])  # older ones hold a list
+    return state
 
 # %% ../nbs/08b_search.ipynb #dca289a1
 def score_metric(learn, metric:str|None=None, higher_is_better:bool|None=None)->tuple:
@@ -239,6 +242,7 @@ class _LocalSearch:
         store_attr('cfg,make_learner,progress')
         self.path = Path(path)
         self._last_model = None
+        self._ends = {}  # trial -> its epoch, scores and policy as last saved here: what `perturb` reads of it
 
     def trial_file(self, t:int)->Path: return trial_file(self.path, t)
     def generation_file(self, g:int)->Path: return self.path/'generations'/f'generation_{g:03d}.json'
@@ -290,14 +294,16 @@ class _LocalSearch:
         if state['epoch'] != start:
             raise CheckpointError(f"{f}: trial {t} is at epoch {state['epoch']}, but generation {g} trains epochs "
                                   f"{start} to {stop}: the directory holds another search's files")
-        save_checkpoint(train_trial(self._learner, state, stop, self.cfg), f)
+        state = train_trial(self._learner, state, stop, self.cfg)
+        save_checkpoint(state, f)
+        self._ends[t] = {k: state[k] for k in ('epoch', 'scores', 'policy')}
 
     def perturb(self, g:int, start:int, stop:int)->dict:
         "Record generation `g`, decide who copies whom and make the copies (each step skipped if already done)"
         f = self.generation_file(g)
         rec = read_json(f, 'generation record') if f.exists() else None
         if rec is None:
-            states = [load_checkpoint(self.trial_file(t)) for t in range(self.cfg.population)]
+            states = [self._ends.get(t) or load_checkpoint(self.trial_file(t)) for t in range(self.cfg.population)]
             for t,s in enumerate(states):
                 if s['epoch'] != stop: raise CheckpointError(
                     f"{self.trial_file(t)}: trial {t} is at epoch {s['epoch']}, but generation {g} ends at epoch "
@@ -321,6 +327,7 @@ class _LocalSearch:
                 state = exploit(load_checkpoint(self.trial_file(e['donor'])), e['trial'])
                 state['policy'] = e['policy']
                 save_checkpoint(state, self.trial_file(e['trial']))
+                self._ends.pop(e['trial'], None)
             rec['applied'] = True
             write_json(rec, f)
         return rec

@@ -258,7 +258,10 @@ def test_exploit_copies_weights_optimiser_state_and_history_exactly(tmp_path):
     a,state = _trained_state(pol)
     f = save_checkpoint(state, tmp_path/'a.pt')
     raw = torch.load(f, weights_only=True)  # plain tensors, lists and numbers only
-    assert raw['history'] == [pol.to_list()]
+    assert json.loads(raw['history']) == [pol.to_list()]  # one string: fast to load and to hash
+    old = save_state(state, tmp_path/'old.pt', 'the trial state')  # as checkpoints were written before: a list
+    assert isinstance(torch.load(old, weights_only=True)['history'], list)
+    assert same(load_checkpoint(old), load_checkpoint(f)) and load_checkpoint(f)['history'] == [pol.to_list()]
     copied = exploit(load_checkpoint(f), 1)
     assert copied['trial'] == 1 and copied['lineage'] == [[0, 0], [1, 1]]
     for k in ('model', 'opt', 'history', 'scores', 'policy', 'epoch', 'n_ops_weights'): assert same(copied[k], state[k]), k
