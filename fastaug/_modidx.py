@@ -15,6 +15,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'fastaug.auto._Subset.__init__': ('one_call.html#_subset.__init__', 'fastaug/auto.py'),
                               'fastaug.auto._Subset.__len__': ('one_call.html#_subset.__len__', 'fastaug/auto.py'),
                               'fastaug.auto._Subset.items': ('one_call.html#_subset.items', 'fastaug/auto.py'),
+                              'fastaug.auto._check_folds': ('one_call.html#_check_folds', 'fastaug/auto.py'),
+                              'fastaug.auto._guard_key': ('one_call.html#_guard_key', 'fastaug/auto.py'),
                               'fastaug.auto._guard_run': ('one_call.html#_guard_run', 'fastaug/auto.py'),
                               'fastaug.auto._held_fold': ('one_call.html#_held_fold', 'fastaug/auto.py'),
                               'fastaug.auto._is_text': ('one_call.html#_is_text', 'fastaug/auto.py'),

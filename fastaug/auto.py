@@ -127,7 +127,7 @@ def guard_choice(scores:dict, higher_is_better:bool)->str:
 class AutoResult:
     "What `auto_augment` chose, with the hold-out scores and costs behind the choice"
     def __init__(self, choice:str, schedule:PolicySchedule, ops:list, make_callbacks:Callable, scores:dict,
-                 seconds:dict, metric:str, higher_is_better:bool, holdout:float, path:Path):
+                 seconds:dict, metric:str, higher_is_better:bool, holdout:float, path:Path, folds:tuple=(0,)):
         store_attr()
 
     def callbacks(self, n_epochs:int|None=None, candidate:str|None=None)->list:
@@ -136,8 +136,8 @@ class AutoResult:
 
     @property
     def cost(self)->float:
-        "The whole call's time as a multiple of its run without augmentation on the split"
-        return sum(self.seconds.values())/self.seconds['none']
+        "The whole call's time as a multiple of one run without augmentation on a split"
+        return sum(self.seconds.values())/(self.seconds['none']/len(self.folds))
 
     def gain(self, candidate:str|None=None)->float:
         "How much better than no augmentation `candidate` (default: the choice) scored on the hold-out"
@@ -151,8 +151,12 @@ class AutoResult:
                    "which beat no augmentation", none='neither the search nor the rule beat no augmentation')
         s = self.schedule
         found = f"searched {len(s)} epochs of {', '.join(s.kinds) if s.kinds else 'no'} operations"
-        return '\n'.join([f"auto_augment: {found} over {len(self.ops)} operations", *map(fmt, CANDIDATES),
-                          f"chosen: {self.choice} ({why[self.choice]} on the hold-out)",
+        where = 'the hold-out' if self.folds == (0,) else \
+                f"hold-out fold{'s' if len(self.folds) > 1 else ''} {', '.join(map(str, self.folds))}"
+        return '\n'.join([f"auto_augment: {found} over {len(self.ops)} operations",
+                          f"guard: each candidate on {where} ({self.holdout:.0%} of the training set each"
+                          f"{', averaged' if len(self.folds) > 1 else ''})", *map(fmt, CANDIDATES),
+                          f"chosen: {self.choice} ({why[self.choice]} on {where})",
                           f"cost: {sum(self.seconds.values()):.0f} s, {self.cost:.1f}× its run without augmentation "
                           f"on {1 - self.holdout:.0%} of the training set (≈ {self.cost*(1 - self.holdout):.1f}× one "
                           "on all of it)"])
@@ -177,6 +181,20 @@ def _guard_run(learner, hold, cbs, epochs, lr, fit_method, seed)->tuple:
         vals = learn.recorder.values[-1]
         return {n: float(v) for n,v in zip(list(learn.recorder.metric_names)[1:1+len(vals)], vals)},seconds
 
+def _guard_key(candidate:str, fold:int)->str:
+    "Where `guards.json` keeps the run of `candidate` on hold-out `fold` (fold 0 under the candidate's name alone)"
+    return candidate if fold == 0 else f'{candidate}@fold{fold}'
+
+def _check_folds(folds, share:float)->tuple:
+    "The guard's hold-out folds as a tuple of distinct fold numbers below `n_folds(share)`"
+    fs = tuple(folds) if isinstance(folds, (list, tuple)) else (folds,)
+    n = n_folds(share)
+    if not fs or len(set(fs)) != len(fs) or not all(isinstance(f, int) and not isinstance(f, bool) and 0 <= f < n
+                                                     for f in fs):
+        raise ValueError(f"`guard_folds` must be distinct fold numbers from 0 to {n-1} (a hold-out of {share:g} has "
+                         f"{n} folds; 0 is the one the search ranks on), got {folds!r}")
+    return fs
+
 def _score(values:dict, metric:str)->float:
     "The score named `metric` among a run's final `values` ('accuracy' is also found as 'valid_accuracy')"
     return values[metric if metric in values else f'valid_{metric}']
@@ -186,10 +204,12 @@ def auto_augment(
     dls:DataLoaders, # The user's loaders: the search holds out part of their training set, never touches the rest
     epochs:int, # Epochs of the final run: every trial and guard run is this long
     lr:float|None=None, # Learning rate of `fit_method`; None: its default
-    population:int=8, # Trials of the PBA search
+    population:int=4, # Trials of the PBA search
     interval:int=2, # Epochs between two exploit-and-explore steps
     holdout:float=0.2, # Share of the training set held out to score on
-    metric:str='valid_loss', # Hold-out metric that ranks trials and guard runs (a name the Learner reports)
+    metric:str='valid_loss', # Hold-out metric that ranks the search's trials (a name the Learner reports)
+    guard_metric:str|None=None, # Metric that ranks the guard's candidates; None: `metric`
+    guard_folds:tuple=(1,), # Hold-out folds the guard scores on, averaged (0: the search's own; see `n_folds`)
     kinds:list|None=None, # Kinds of the joint space; None: the data's input kind, 'latent', 'mixing', 'isda'
     seed:int=0, # Seeds the split, the trials and the guard runs
     path:str|Path='auto_augment', # Working directory: the search, the guard runs and the result; reruns resume
@@ -204,10 +224,12 @@ def auto_augment(
     epochs = check_int('epochs', epochs)
     check_choice('fit_method', fit_method, FIT_METHODS)
     hold = holdout_loaders(dls, holdout, seed)
+    folds = _check_folds(guard_folds, holdout)
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     ops,make_cbs = joint_space(hold, kinds)
     probe = learner(hold, [])
-    metric,hib = score_metric(probe, metric)
+    metric,_ = score_metric(probe, metric)
+    gmetric,ghib = score_metric(probe, metric if guard_metric is None else guard_metric)
     del probe
     start = time.perf_counter()
     res = pba_search(lambda: learner(hold, make_cbs()), ops, population=population, epochs=epochs, interval=interval,
@@ -215,16 +237,20 @@ def auto_augment(
                      n_ops_weights={'latent': MODALS_N_OPS_WEIGHTS}, progress=progress)
     rec_file = path/'guards.json'
     rec = read_json(rec_file, 'guard record') if rec_file.exists() else dict(search_seconds=time.perf_counter()-start)
-    todo = [k for k in CANDIDATES if k not in rec]
-    for k in (progress_bar(todo) if progress and todo else todo):
+    todo = [(k, f) for f in folds for k in CANDIDATES if 'values' not in rec.get(_guard_key(k, f), {})]
+    splits = {}
+    for k,f in (progress_bar(todo) if progress and todo else todo):
+        if f not in splits: splits[f] = hold if f == 0 else holdout_loaders(dls, holdout, seed, f)
         cbs = candidate_callbacks(k, res.schedule, ops, make_cbs)
-        values,secs = _guard_run(learner, hold, cbs, epochs, lr, fit_method, trial_seed(seed, 'guard', 0))
-        rec[k] = dict(score=_score(values, metric), seconds=secs, values=values)
+        values,secs = _guard_run(learner, splits[f], cbs, epochs, lr, fit_method, trial_seed(seed, 'guard', 0))
+        rec[_guard_key(k, f)] = dict(seconds=secs, values=values)
         write_json(rec, rec_file)
-    scores = {k: rec[k]['score'] for k in CANDIDATES}
-    seconds = dict(search=rec['search_seconds'], **{k: rec[k]['seconds'] for k in CANDIDATES})
-    out = AutoResult(guard_choice(scores, hib), res.schedule, ops, make_cbs, scores, seconds, metric, hib, holdout,
-                     path)
-    write_json(dict(choice=out.choice, scores=scores, seconds=seconds, metric=metric, ops=ops), path/'result.json')
+    runs = {k: [rec[_guard_key(k, f)] for f in folds] for k in CANDIDATES}
+    scores = {k: float(np.mean([_score(r['values'], gmetric) for r in rs])) for k,rs in runs.items()}
+    seconds = dict(search=rec['search_seconds'], **{k: sum(r['seconds'] for r in rs) for k,rs in runs.items()})
+    out = AutoResult(guard_choice(scores, ghib), res.schedule, ops, make_cbs, scores, seconds, gmetric, ghib, holdout,
+                     path, folds)
+    write_json(dict(choice=out.choice, scores=scores, seconds=seconds, metric=gmetric, folds=list(folds), ops=ops),
+               path/'result.json')
     if progress: print(out.summary())
     return out

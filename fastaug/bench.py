@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_bench.ipynb #bcda1e47
 from __future__ import annotations
-import argparse, hashlib, json, platform, random, time, warnings
+import argparse, hashlib, inspect, json, platform, random, time, warnings
 from fastai.basics import *
 from fastai.callback.all import *
 from fastprogress.fastprogress import progress_bar
@@ -411,7 +411,7 @@ def demo(
     seeds:int=5, # Seeds of the final runs
     epochs:int=32, # Epochs of the final runs, and of every trial and guard run of `auto_augment`
     n_train:int|None=400, # A fixed stratified subset of the training set (None: all of it)
-    population:int=8, # Trials of the search
+    population:int|None=None, # Trials of the search (None: `auto_augment`'s default)
     interval:int=2, # Epochs between exploit-and-explore steps
     out:str|Path='demo_results', # Where the call's directory, the table and the schedule plot go
     small:bool=False, # The tests' small data
@@ -420,11 +420,14 @@ def demo(
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     kw = dict(small=True) if small else dict(n_train=n_train)
     dls = get_dls(modality, **kw)
+    budget = {} if population is None else dict(population=population)
+    trials = budget.get('population', inspect.signature(auto_augment).parameters['population'].default)
     print(f"{modality}: {len(dls.train_ds):,} training and {len(dls.valid_ds):,} validation samples; {epochs} epochs; "
-          f"auto_augment: {population} trials on a 20 % hold-out of the training set, then its guard", flush=True)
+          f"auto_augment: {trials} trials on a 20 % hold-out of the training set, then its guard on another",
+          flush=True)
     start = time.perf_counter()
     res = auto_augment(lambda d, cbs: get_learner(modality, dls=d, cbs=cbs), dls, epochs, lr=1e-2,
-                       population=population, interval=interval, path=out/'auto', progress=False)
+                       interval=interval, path=out/'auto', progress=False, **budget)
     print(res.summary(), flush=True)
     fig = res.plot(); fig.savefig(out/'schedule.png', dpi=110); plt.close(fig)
     methods = {m: f for m,f in METHODS.items() if applies(m, modality)}
@@ -463,7 +466,9 @@ def main(argv=None):
     p.add_argument('--seeds', type=int, default=None, help='seeds (default: 5)')
     p.add_argument('--epochs', type=int, default=None, help=f'epochs of every run (default: {EPOCHS}; the demo: 32)')
     p.add_argument('--lr', type=float, default=1e-2)
-    p.add_argument('--population', type=int, default=8)
+    p.add_argument('--population', type=int, default=None,
+                   help="trials of the searched methods' PBA (default: 8) and of the demo's call (default: "
+                        "auto_augment's)")
     p.add_argument('--interval', type=int, default=2)
     p.add_argument('--search-metric', default=None, choices=['accuracy', 'valid_loss'],
                    help='hold-out metric that ranks the PBA trials of the searched methods (default: accuracy)')
@@ -478,7 +483,8 @@ def main(argv=None):
     if a.command == 'report': tbl = report(a.out or 'bench_results')
     else:
         tbl = run_benchmark(a.out or 'bench_results', modalities=a.modalities or MODALITIES, methods=a.methods,
-                            regimes=a.regimes, seeds=a.seeds or 5, epochs=a.epochs, lr=a.lr, population=a.population,
+                            regimes=a.regimes, seeds=a.seeds or 5, epochs=a.epochs, lr=a.lr,
+                            population=a.population or 8,
                             interval=a.interval, search_metric=a.search_metric or 'accuracy', small=a.small)
     print(markdown_table(tbl))
 

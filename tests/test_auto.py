@@ -66,7 +66,7 @@ def test_end_to_end_resume_and_the_callbacks_it_returns(tmp_path):
     res = auto_augment(maker('series'), dls, epochs=2, population=2, interval=1, path=tmp_path, lr=1e-2, progress=False)
     assert _Fits.n == 2*2 + 3                              # two trials of two stretches, three guard runs
     rec = json.loads((tmp_path/'result.json').read_text())
-    assert rec['choice'] == res.choice == guard_choice(res.scores, False) and set(rec['scores']) == set(CANDIDATES)
+    assert rec["choice"] == res.choice == guard_choice(res.scores, False) and set(rec["scores"]) == set(CANDIDATES)
     cbs = res.callbacks()
     kinds = {type(c).__name__ for c in cbs}
     want = {'searched': {'PBA'}, 'trivial': {'TrivialAugment'}, 'none': set()}[res.choice]
@@ -79,8 +79,10 @@ def test_end_to_end_resume_and_the_callbacks_it_returns(tmp_path):
     assert _Fits.n == 0 and again.scores == res.scores and again.choice == res.choice   # resumed: nothing trained
     assert 'chosen:' in res.summary() and res.cost > 1
     guards = json.loads((tmp_path/'guards.json').read_text())
-    for k in CANDIDATES:                                 # every final hold-out score is kept, the ranked one among them
-        assert {'valid_loss', 'accuracy'} <= set(guards[k]['values']) and guards[k]['score'] == guards[k]['values'][res.metric]
+    assert res.folds == (1,) and res.metric == 'valid_loss' and not res.higher_is_better   # the defaults
+    for k in CANDIDATES:                  # the guard's score: on a fold of its own, never the one the search ranked on
+        assert k not in guards and {'valid_loss', 'accuracy'} <= set(guards[f'{k}@fold1']['values'])
+        assert res.scores[k] == guards[f'{k}@fold1']['values']['valid_loss']
 
 @pytest.mark.parametrize('modality', ['tabular', 'image'])
 def test_other_modalities_end_to_end(modality, tmp_path):
@@ -88,6 +90,28 @@ def test_other_modalities_end_to_end(modality, tmp_path):
                        progress=False)
     assert res.choice in CANDIDATES
     fig = res.plot(); assert fig is not None
+
+def test_the_guard_on_the_search_fold_by_loss(tmp_path):
+    "guard_folds=(0,) and guard_metric='valid_loss': the guard of the first release, three runs on the search's hold-out"
+    _Fits.n = 0
+    res = auto_augment(maker('series'), small_dls('series'), epochs=1, population=2, interval=1, path=tmp_path,
+                       guard_folds=(0,), guard_metric='valid_loss', progress=False)
+    guards = json.loads((tmp_path/'guards.json').read_text())
+    assert _Fits.n == 2 + 3 and res.metric == 'valid_loss' and not res.higher_is_better and res.folds == (0,)
+    assert res.scores == {k: guards[k]['values']['valid_loss'] for k in CANDIDATES}
+    assert 'on the hold-out' in res.summary()
+
+def test_the_guard_averages_its_folds(tmp_path):
+    _Fits.n = 0
+    res = auto_augment(maker('series'), small_dls('series'), epochs=1, population=2, interval=1, path=tmp_path,
+                       guard_folds=(1, 3), guard_metric='accuracy', progress=False)
+    guards = json.loads((tmp_path/'guards.json').read_text())
+    assert _Fits.n == 2 + 3*2 and res.metric == 'accuracy' and res.higher_is_better and res.folds == (1, 3)
+    for k in CANDIDATES:
+        runs = [guards[f'{k}@fold{f}'] for f in (1, 3)]
+        assert res.scores[k] == pytest.approx(np.mean([r['values']['accuracy'] for r in runs]))
+        assert res.seconds[k] == pytest.approx(sum(r['seconds'] for r in runs))
+    assert 'hold-out folds 1, 3' in res.summary() and 'averaged' in res.summary()
 
 def test_the_guard_never_hands_back_a_loss_on_the_holdout():
     for s,t,n in [(0.5, 0.6, 0.7), (0.8, 0.6, 0.7), (0.8, 0.9, 0.7), (0.7, 0.7, 0.7)]:
@@ -101,3 +125,6 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match='`dls` must be fastai DataLoaders'): auto_augment(maker('series'), [1], 2)
     with pytest.raises(ValueError, match='`holdout` must be in'): auto_augment(maker('series'), dls, 2, holdout=1.5)
     with pytest.raises(ValueError, match='`epochs` must be an integer'): auto_augment(maker('series'), dls, 0)
+    for folds in [(), (1, 1), (5,), (-1,), (1.0,)]:
+        with pytest.raises(ValueError, match='`guard_folds` must be distinct fold numbers from 0 to 4'):
+            auto_augment(maker('series'), dls, 2, guard_folds=folds)
