@@ -9,6 +9,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'fastaug.auto.AutoResult.gain': ('one_call.html#autoresult.gain', 'fastaug/auto.py'),
                               'fastaug.auto.AutoResult.plot': ('one_call.html#autoresult.plot', 'fastaug/auto.py'),
                               'fastaug.auto.AutoResult.summary': ('one_call.html#autoresult.summary', 'fastaug/auto.py'),
+                              'fastaug.auto.AutoResult.where': ('one_call.html#autoresult.where', 'fastaug/auto.py'),
                               'fastaug.auto._Subset': ('one_call.html#_subset', 'fastaug/auto.py'),
                               'fastaug.auto._Subset.__getattr__': ('one_call.html#_subset.__getattr__', 'fastaug/auto.py'),
                               'fastaug.auto._Subset.__getitem__': ('one_call.html#_subset.__getitem__', 'fastaug/auto.py'),

@@ -144,6 +144,12 @@ class AutoResult:
         d = self.scores[candidate or self.choice] - self.scores['none']
         return (d if self.higher_is_better else -d) + 0.  # + 0.: no negative zero
 
+    @property
+    def where(self)->str:
+        "The hold-out the guard scored on, in words"
+        if self.folds == (0,): return 'the hold-out'
+        return f"hold-out fold{'s' if len(self.folds) > 1 else ''} {', '.join(map(str, self.folds))}"
+
     def summary(self)->str:
         "What was found, what each candidate scored on the hold-out, what was chosen and why, and what it cost"
         fmt = lambda k: f"{k:>8}: {self.metric} {self.scores[k]:.4f} ({self.gain(k):+.4f} over none)"
@@ -151,8 +157,7 @@ class AutoResult:
                    "which beat no augmentation", none='neither the search nor the rule beat no augmentation')
         s = self.schedule
         found = f"searched {len(s)} epochs of {', '.join(s.kinds) if s.kinds else 'no'} operations"
-        where = 'the hold-out' if self.folds == (0,) else \
-                f"hold-out fold{'s' if len(self.folds) > 1 else ''} {', '.join(map(str, self.folds))}"
+        where = self.where
         return '\n'.join([f"auto_augment: {found} over {len(self.ops)} operations",
                           f"guard: each candidate on {where} ({self.holdout:.0%} of the training set each"
                           f"{', averaged' if len(self.folds) > 1 else ''})", *map(fmt, CANDIDATES),
@@ -165,8 +170,8 @@ class AutoResult:
 
     def plot(self, figsize=(10, 6)):
         "The searched schedule, titled with what was chosen"
-        return self.schedule.plot(figsize=figsize, title=f"searched schedule; chosen: {self.choice} "
-                                  f"({self.gain():+.4f} {self.metric} over none on the hold-out)")
+        return self.schedule.plot(figsize=figsize, title=f"searched schedule ({self.gain('searched'):+.4f} "
+                                  f"{self.metric} over none on {self.where}); chosen: {self.choice}")
 
 # %% ../nbs/08e_one_call.ipynb #920921c9
 def _guard_run(learner, hold, cbs, epochs, lr, fit_method, seed)->tuple:

@@ -65,7 +65,7 @@ def applies(method:str, modality:str)->bool:
     return modality in ONLY.get(method, MODALITIES)
 
 CHOSEN = {'trivial': "TrivialAugment's rule over the joint space `auto` searches, no search",
-          'auto': 'auto_augment: a PBA search of the joint space on a hold-out, guarded by trivial and none'}
+          'auto': 'auto_augment: a PBA search of the joint space on a hold-out, guarded by trivial and none on another'}
 
 def all_methods()->list: return list(METHODS) + list(SEARCHED) + list(CHOSEN)
 
