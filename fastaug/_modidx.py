@@ -17,6 +17,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'fastaug.auto._Subset.__len__': ('one_call.html#_subset.__len__', 'fastaug/auto.py'),
                               'fastaug.auto._Subset.items': ('one_call.html#_subset.items', 'fastaug/auto.py'),
                               'fastaug.auto._check_folds': ('one_call.html#_check_folds', 'fastaug/auto.py'),
+                              'fastaug.auto._check_split': ('one_call.html#_check_split', 'fastaug/auto.py'),
                               'fastaug.auto._guard_key': ('one_call.html#_guard_key', 'fastaug/auto.py'),
                               'fastaug.auto._guard_run': ('one_call.html#_guard_run', 'fastaug/auto.py'),
                               'fastaug.auto._held_fold': ('one_call.html#_held_fold', 'fastaug/auto.py'),

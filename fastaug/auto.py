@@ -18,7 +18,7 @@ from .techniques import MixPolicy, ISDAPolicy
 from .trivial import TrivialAugment, space_ops
 from .pba import PBA, rank_value
 from .checkpoint import read_json, write_json
-from .search import pba_search, score_metric, trial_seed, FIT_METHODS
+from .search import pba_search, score_metric, trial_seed, check_same_settings, FIT_METHODS
 
 # %% auto #0
 __all__ = ['CANDIDATES', 'class_labels', 'n_folds', 'holdout_loaders', 'input_kind', 'joint_space', 'candidate_callbacks',
@@ -200,6 +200,13 @@ def _check_folds(folds, share:float)->tuple:
                          f"{n} folds; 0 is the one the search ranks on), got {folds!r}")
     return fs
 
+def _check_split(path:Path, split:dict):
+    "Record the split a call's directory holds runs of, or raise if it holds runs of another"
+    f = path/'split.json'
+    if f.exists(): check_same_settings(path, read_json(f, 'split record'), split,
+                                       "its search and guard runs are of another split: give another `path`")
+    else: write_json(split, f)
+
 def _score(values:dict, metric:str)->float:
     "The score named `metric` among a run's final `values` ('accuracy' is also found as 'valid_accuracy')"
     return values[metric if metric in values else f'valid_{metric}']
@@ -217,7 +224,7 @@ def auto_augment(
     guard_folds:tuple=(1,), # Hold-out folds the guard scores on, averaged (0: the search's own; see `n_folds`)
     kinds:list|None=None, # Kinds of the joint space; None: the data's input kind, 'latent', 'mixing', 'isda'
     seed:int=0, # Seeds the split, the trials and the guard runs
-    path:str|Path='auto_augment', # Working directory: the search, the guard runs and the result; reruns resume
+    path:str|Path='auto_augment', # Directory of the search, guard runs and result; a rerun on the same split resumes
     fit_method:str='fit_one_cycle', # How trials and guard runs train
     engine:str='local', # 'local' (embedded, resumable) or 'ray' (Ray Tune's PopulationBasedTraining)
     progress:bool=True # Show progress bars and print the summary
@@ -231,6 +238,7 @@ def auto_augment(
     hold = holdout_loaders(dls, holdout, seed)
     folds = _check_folds(guard_folds, holdout)
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    _check_split(path, dict(holdout=holdout, seed=seed, n_train=len(dls.train_ds)))
     ops,make_cbs = joint_space(hold, kinds)
     probe = learner(hold, [])
     metric,_ = score_metric(probe, metric)

@@ -113,6 +113,16 @@ def test_the_guard_averages_its_folds(tmp_path):
         assert res.seconds[k] == pytest.approx(sum(r['seconds'] for r in runs))
     assert 'hold-out folds 1, 3' in res.summary() and 'averaged' in res.summary()
 
+def test_a_directory_of_another_split_is_refused(tmp_path):
+    dls = small_dls('series')
+    auto_augment(maker('series'), dls, epochs=1, population=2, interval=1, path=tmp_path, progress=False)
+    for kw in (dict(holdout=0.25), dict(seed=1)):
+        with pytest.raises(ValueError, match='holds a search with other settings.*another split'):
+            auto_augment(maker('series'), dls, epochs=1, population=2, interval=1, path=tmp_path, progress=False, **kw)
+    smaller = holdout_loaders(dls, 0.5)    # other data: a training set of another size
+    with pytest.raises(ValueError, match='n_train'):
+        auto_augment(maker('series'), smaller, epochs=1, population=2, interval=1, path=tmp_path, progress=False)
+
 def test_the_guard_never_hands_back_a_loss_on_the_holdout():
     for s,t,n in [(0.5, 0.6, 0.7), (0.8, 0.6, 0.7), (0.8, 0.9, 0.7), (0.7, 0.7, 0.7)]:
         scores = dict(searched=s, trivial=t, none=n)
