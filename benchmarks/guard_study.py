@@ -3,6 +3,7 @@
     pip install --no-deps aeon   # its UCR series files only; aeon itself is not imported
     OMP_NUM_THREADS=1 python benchmarks/guard_study.py [--out benchmarks/guard_study] [--sets GunPoint,Arrests]
     OMP_NUM_THREADS=1 python benchmarks/guard_study.py --population 4      # searches of 4 trials instead of 8
+    OMP_NUM_THREADS=1 python benchmarks/guard_study.py --fixed             # the fixed methods on the guard's folds
     python benchmarks/guard_study.py --report     # the tables, from what is recorded
 
 On each development set (UCR series, R tabular sets, scikit-learn's digits — none of them in the benchmark, so no
@@ -10,10 +11,11 @@ default is tuned on its validation splits) it runs `auto_augment`'s search of th
 the training set, scores the three guard candidates (the searched schedule, TrivialAugment over the same space, no
 augmentation) on that fold and on two more disjoint folds, each from the same seed, and trains every candidate and
 every fixed method on the whole training set with 5 paired seeds, tested on the set's test split. Each way of
-choosing — which folds, ranked by loss or by accuracy — is then the candidate it picks from the recorded guard scores,
-and its gain is that candidate's paired test gain over no augmentation. TrivialAugment's and no augmentation's runs do
-not depend on the search, so a search of another population adds only its own. Every run is recorded as it ends
-(`runs/<set>.jsonl`); a rerun does only what is missing.
+choosing — which folds, ranked by loss or by accuracy — is then the candidate it picks from the recorded guard
+scores, and its gain is that candidate's paired test gain over no augmentation. TrivialAugment's and no
+augmentation's runs do not depend on the search, so a search of another population adds only its own. `--fixed`
+scores every fixed method on the same folds too, for choosing among them instead of (or beside) searching. Every run
+is recorded as it ends (`runs/<set>.jsonl`); a rerun does only what is missing.
 """
 import argparse, json, warnings
 warnings.filterwarnings('ignore')
@@ -23,6 +25,7 @@ from fastaug.datasets import series_dls, stratified_subset, package_file, digits
 from fastaug.auto import auto_augment, holdout_loaders, candidate_callbacks, _guard_run, CANDIDATES, guard_choice
 from fastaug.search import trial_seed
 from fastaug.bench import train_eval, METHODS, applies
+from fastaug.pba import rank_value
 
 EPOCHS,LR,SEEDS,GUARD_FOLDS = 32,1e-2,5,(0, 1, 2)
 
@@ -171,6 +174,59 @@ def report_population(out:Path, population:int)->tuple:
                     f"{int((a[:, 0] < a[:, 2] - a[:, 3]).sum())} of {len(a)} | {(a[:, 4] - a[:, 0]).mean():.2f} |")
     return head + '\n' + '\n'.join(rows),'\n'.join(summ)
 
+def fixed_methods(modality:str)->list: return [m for m in METHODS if m != 'none' and applies(m, modality)]
+
+def score_fixed(name:str, out:Path):
+    "Score every fixed method on the guard's folds, as a guard scores its candidates (for choosing among them)"
+    modality,make = SETS[name]
+    dls,log = make(),out/'runs'/f'{name}.jsonl'
+    done = {key(r) for r in records(log)}
+    learner = lambda d, cbs: get_learner(modality, dls=d, cbs=cbs)
+    for fold in GUARD_FOLDS:
+        hold = holdout_loaders(dls, 0.2, 0, fold)
+        for m in fixed_methods(modality):
+            if ('guard', m, fold, None, None) in done: continue
+            seed = trial_seed(0, 'guard', 0)
+            values,secs = _guard_run(learner, hold, METHODS[m](), EPOCHS, LR, 'fit_one_cycle', seed)
+            with open(log, 'a') as f:
+                f.write(json.dumps(dict(kind='guard', candidate=m, fold=fold, values=values, seconds=secs)) + '\n')
+
+def pick(guards:list, candidates:list, folds:tuple, metric:str)->str:
+    "The best of `candidates` on the mean score of `folds` if it beats no augmentation there, else none"
+    hib = metric != 'valid_loss'
+    score = lambda k: rank_value(np.mean([g['values'][metric] for g in guards if g['candidate'] == k
+                                          and g['fold'] in folds]), hib)
+    best = max(candidates, key=score)
+    return best if score(best) > score('none') else 'none'
+
+PORTFOLIOS = {'fixed methods': lambda fixed: fixed, 'fixed methods, trivial': lambda fixed: fixed + ['trivial'],
+              'fixed methods, trivial, searched': lambda fixed: fixed + ['trivial', 'searched']}
+
+def report_portfolio(out:Path, population:int=4)->str:
+    "Choosing among every fixed method (and TrivialAugment and the search) on the guard's folds, set by set"
+    ways = {(pn, fs, m): [] for pn in PORTFOLIOS for fs in ((1,), (1, 2), (0, 1, 2))
+            for m in ('valid_loss', 'accuracy')}
+    for name in SETS:
+        rs = of_population(records(out/'runs'/f'{name}.jsonl'), population)
+        fixed = fixed_methods(SETS[name][0])
+        guards = [r for r in rs if r['kind'] == 'guard']
+        if not all(any(g['candidate'] == m and g['fold'] == f for g in guards) for m in fixed for f in GUARD_FOLDS):
+            continue
+        g = gains([r for r in rs if r['kind'] == 'final'])
+        best = max(fixed, key=lambda m: g[m][0])
+        for (pn, fs, m),v in ways.items():
+            c = pick(guards, PORTFOLIOS[pn](fixed), fs, m)
+            v.append((g[c][0], g[c][1], g[best][0], max(g[c][1], g[best][1])))
+    rows = ['| candidates | folds | metric | mean gain | below none by > 1 SD | below best fixed by > 1 SD |',
+            '|---|---|---|---|---|---|']
+    for (pn, fs, m),v in ways.items():
+        if not v: continue
+        a = np.array(v)
+        rows.append(f"| {pn} | {'+'.join(map(str, fs))} | {m} | {a[:, 0].mean():+.2f} | "
+                    f"{int((a[:, 0] < -a[:, 1]).sum())} of {len(a)} | {int((a[:, 0] < a[:, 2] - a[:, 3]).sum())} of "
+                    f"{len(a)} |")
+    return '\n'.join(rows)
+
 def report(out:Path)->str:
     text = []
     for p in sorted({8} | {int(d.name[len('searches-p'):]) for d in out.glob('searches-p*')}, reverse=True):
@@ -179,6 +235,12 @@ def report(out:Path)->str:
                     "of the three guard candidates and the best fixed method, the search's time as a multiple of the "
                     "run without augmentation on the same split, and the candidate each way of choosing picks:\n\n"
                     f"{table}\n\nEach way of choosing over the sets, by the test gain of what it picks:\n\n{summ}\n")
+    port = report_portfolio(out)
+    if port.count('\n') > 1:
+        text.append("## Choosing among the fixed methods\n\nEvery fixed method scored on the guard's folds as a guard "
+                    "candidate (`--fixed`), then the best of a set of candidates on those folds, if it beats no "
+                    "augmentation there (searches of 4 trials); the test gain of what it picks, over the sets:"
+                    f"\n\n{port}\n")
     return '\n'.join(text)
 
 if __name__ == '__main__':
@@ -186,11 +248,12 @@ if __name__ == '__main__':
     p.add_argument('--out', default='benchmarks/guard_study')
     p.add_argument('--sets', default=','.join(SETS), help='comma-separated names of `SETS`')
     p.add_argument('--population', type=int, default=8, help="the search's trials (not 8: only what depends on it)")
+    p.add_argument('--fixed', action='store_true', help="score every fixed method on the guard's folds")
     p.add_argument('--report', action='store_true', help='only write the tables from what is recorded')
     a = p.parse_args()
     out = Path(a.out)
     if not a.report:
-        for name in a.sets.split(','): study(name, out, a.population)
+        for name in a.sets.split(','): score_fixed(name, out) if a.fixed else study(name, out, a.population)
     text = report(out)
     (out/'results.md').write_text(text)
     print(text)
