@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_bench.ipynb #bcda1e47
 from __future__ import annotations
-import argparse, hashlib, inspect, json, platform, random, time, warnings
+import argparse, hashlib, json, platform, random, time, warnings
 from fastai.basics import *
 from fastai.callback.all import *
 from fastprogress.fastprogress import progress_bar
@@ -20,26 +20,18 @@ from .pba import *
 from .checkpoint import append_record
 from .search import *
 from .trivial import TrivialAugment
-from .auto import auto_augment, joint_space
+from .auto import auto_augment, joint_space, FIXED, CANDIDATES
 
 # %% auto #0
-__all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'SEARCH_SPACES', 'CHOSEN', 'EPOCHS', 'searched_modals', 'searched_series',
-           'replay_callbacks', 'applies', 'all_methods', 'trivial_callbacks', 'auto_choice', 'train_eval',
-           'search_schedule', 'best_fixed_policy', 'mean_std', 'paired_gains', 'summarise', 'known_first',
+__all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'SEARCH_SPACES', 'CHOSEN', 'AUTO', 'EPOCHS', 'searched_modals',
+           'searched_series', 'replay_callbacks', 'applies', 'all_methods', 'trivial_callbacks', 'auto_choice',
+           'train_eval', 'search_schedule', 'best_fixed_policy', 'mean_std', 'paired_gains', 'summarise', 'known_first',
            'method_rank', 'search_key', 'search_name', 'markdown_table', 'compact_table', 'plot_gains', 'epochs_of',
            'regime_data', 'machine', 'values_by', 'mixed_machines', 'run_key', 'read_runs', 'run_benchmark', 'report',
            'demo', 'main']
 
 # %% ../nbs/09_bench.ipynb #1f0b20fe
-METHODS = {
-    'none': lambda: [],
-    'mixup': lambda: [MixUp(0.4)],
-    'cutmix': lambda: [CutMix(1.)],
-    'manifold': lambda: [ManifoldMixup(0.4)],
-    'modals': lambda: [MODALS()],
-    'isda': lambda: [ISDA(0.5)],
-    'modals+isda': lambda: [MODALS(), ISDA(0.5)],
-}
+METHODS = {'none': lambda: [], **FIXED}  # no augmentation, and each technique as `auto_augment` races it
 SEARCHED = {'modals-pba': 'MODALS replaying a PBA schedule of its four latent operations',
             'series-pba': 'SeriesPolicy replaying a PBA schedule of the twelve series operations'}
 ONLY = {'cutmix': ('image', 'series'), 'series-pba': ('series',)}  # methods documented for some modalities only
@@ -64,8 +56,11 @@ def applies(method:str, modality:str)->bool:
     "Whether `method` is documented for `modality`"
     return modality in ONLY.get(method, MODALITIES)
 
-CHOSEN = {'trivial': "TrivialAugment's rule over the joint space `auto` searches, no search",
-          'auto': 'auto_augment: a PBA search of the joint space on a hold-out, guarded by trivial and none on another'}
+CHOSEN = {'trivial': "TrivialAugment's rule over the joint space (the data's input operations, MODALS', mixing, ISDA)",
+          'auto': "auto_augment: every fixed method and trivial raced on a hold-out fold, kept if it beats none there",
+          'auto-search': "auto_augment(candidates=['trivial', 'searched']): a PBA search of the joint space on a "
+                         "hold-out fold, guarded by trivial and none on another"}
+AUTO = {'auto': None, 'auto-search': ('trivial', 'searched')}  # what each `auto_augment` method races (ties: the first)
 
 def all_methods()->list: return list(METHODS) + list(SEARCHED) + list(CHOSEN)
 
@@ -79,13 +74,14 @@ def auto_choice(
     path:str|Path, # Directory of the call: its search, guard runs, result and `search.json` record
     dls:DataLoaders, # The training data: `auto_augment` holds out part of its training set
     epochs:int, # Epochs of the final run, and of every trial and guard run
-    lr:float=1e-2 # Peak learning rate of the one-cycle training
+    lr:float=1e-2, # Peak learning rate of the one-cycle training
+    method:str='auto' # A key of `AUTO`: what the call races
 )->tuple:
     "What `auto_augment` chooses for `modality` with its default budget, and the record of its cost"
     path = Path(path)
     res = auto_augment(lambda d, cbs: get_learner(modality, dls=d, cbs=cbs), dls, epochs, lr=lr, path=path,
-                       progress=False)
-    rec = dict(method='auto', modality=modality, seconds=sum(res.seconds.values()), choice=res.choice,
+                       candidates=AUTO[check_choice('method', method, AUTO)], progress=False)
+    rec = dict(method=method, modality=modality, seconds=sum(res.seconds.values()), choice=res.choice,
                scores=res.scores, metric=res.metric, epochs=epochs, lr=lr, n_train=len(dls.train_ds))
     (path/'search.json').write_text(json.dumps(rec, indent=1))
     return res,rec
@@ -199,7 +195,7 @@ def summarise(runs:list, baseline:str='none', searches:dict|None=None)->pd.DataF
                'time ×': f"{g.seconds.median()/b.seconds.median():.2f}" if len(b) else ''}
         if searches is not None:
             s = searches.get(search_name(where['method'], where['modality'], where.get('regime', 'full')))
-            searched = s and where['method'] in (*SEARCHED, 'auto') and len(b)
+            searched = s and where['method'] in (*SEARCHED, *AUTO) and len(b)
             row['search ×'] = f"{s['seconds']/b.seconds.median():.1f}" if searched else ''
         rows.append(row)
     mods = {k: i for i,k in enumerate(known_first(df.modality, MODALITIES))}
@@ -355,9 +351,9 @@ def run_benchmark(
         dls,kw = loaded['dls'],loaded['kw']
         cbs = None
         if p['method'] == 'trivial': cbs = trivial_callbacks(dls)
-        elif p['method'] == 'auto':
-            name = search_name('auto', k, r)
-            res,searches[name] = auto_choice(k, out/'searches'/name, dls, p['epochs'], lr)
+        elif p['method'] in AUTO:
+            name = search_name(p['method'], k, r)
+            res,searches[name] = auto_choice(k, out/'searches'/name, dls, p['epochs'], lr, p['method'])
             cbs = res.callbacks()
         elif p['method'] in SEARCHED:
             name = search_name(p['method'], k, r)
@@ -411,8 +407,9 @@ def demo(
     seeds:int=5, # Seeds of the final runs
     epochs:int=32, # Epochs of the final runs, and of every trial and guard run of `auto_augment`
     n_train:int|None=400, # A fixed stratified subset of the training set (None: all of it)
-    population:int|None=None, # Trials of the search (None: `auto_augment`'s default)
-    interval:int=2, # Epochs between exploit-and-explore steps
+    candidates:list|None=None, # What `auto_augment` races (None: its default; 'searched' adds its PBA search)
+    population:int|None=None, # Trials of the search, if searched (None: `auto_augment`'s default)
+    interval:int=2, # Epochs between exploit-and-explore steps of the search
     out:str|Path='demo_results', # Where the call's directory, the table and the schedule plot go
     small:bool=False, # The tests' small data
 ):
@@ -421,15 +418,13 @@ def demo(
     kw = dict(small=True) if small else dict(n_train=n_train)
     dls = get_dls(modality, **kw)
     budget = {} if population is None else dict(population=population)
-    trials = budget.get('population', inspect.signature(auto_augment).parameters['population'].default)
     print(f"{modality}: {len(dls.train_ds):,} training and {len(dls.valid_ds):,} validation samples; {epochs} epochs; "
-          f"auto_augment: {trials} trials on a 20 % hold-out of the training set, then its guard on another",
-          flush=True)
+          f"auto_augment races its candidates on a 20 % hold-out fold of the training set", flush=True)
     start = time.perf_counter()
     res = auto_augment(lambda d, cbs: get_learner(modality, dls=d, cbs=cbs), dls, epochs, lr=1e-2,
-                       interval=interval, path=out/'auto', progress=False, **budget)
+                       candidates=candidates, interval=interval, path=out/'auto', progress=False, **budget)
     print(res.summary(), flush=True)
-    fig = res.plot(); fig.savefig(out/'schedule.png', dpi=110); plt.close(fig)
+    fig = res.plot(); fig.savefig(out/'candidates.png', dpi=110); plt.close(fig)
     methods = {m: f for m,f in METHODS.items() if applies(m, modality)}
     methods['trivial'],methods['auto'] = lambda: trivial_callbacks(dls),res.callbacks
     runs = []
@@ -448,7 +443,7 @@ def demo(
     print('\n' + table + f"\n\nauto chose {res.choice}: {gains['auto']:+.2f} points over none; the best fixed method, "
           f"picked in hindsight on the validation split auto never sees, is {best} ({fixed[best]:+.2f}); trivial "
           f"{gains['trivial']:+.2f}. auto_augment's cost: {cost:.0f} s ({cost/plain:.1f}× one run without "
-          f"augmentation); schedule plot: {out/'schedule.png'}; total {time.perf_counter()-start:.0f} s")
+          f"augmentation); plot: {out/'candidates.png'}; total {time.perf_counter()-start:.0f} s")
     return runs,table
 
 # %% ../nbs/09_bench.ipynb #07d7b950
@@ -470,6 +465,8 @@ def main(argv=None):
                    help="trials of the searched methods' PBA (default: 8) and of the demo's call (default: "
                         "auto_augment's)")
     p.add_argument('--interval', type=int, default=2)
+    p.add_argument('--candidates', nargs='+', default=None, choices=list(CANDIDATES),
+                   help="demo: what auto_augment races (default: its own; 'searched' adds its PBA search)")
     p.add_argument('--search-metric', default=None, choices=['accuracy', 'valid_loss'],
                    help='hold-out metric that ranks the PBA trials of the searched methods (default: accuracy)')
     p.add_argument('--n-train', type=int, default=400,
@@ -478,7 +475,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.command == 'demo':
         return demo(a.modalities[0] if a.modalities else 'series', seeds=a.seeds or 5, epochs=a.epochs or 32,
-                    n_train=a.n_train or None, population=a.population, interval=a.interval,
+                    n_train=a.n_train or None, candidates=a.candidates, population=a.population, interval=a.interval,
                     out=a.out or 'demo_results', small=a.small)
     if a.command == 'report': tbl = report(a.out or 'bench_results')
     else:

@@ -60,13 +60,42 @@ def test_the_joint_space_follows_the_data(modality, kinds):
     assert [c.kind for c in make()] == kinds
     assert ('CutMix' in ops) == (modality != 'text')
 
+SEARCHED = ('searched', 'trivial', 'none')   # the guard of the search: the schedule found, the rule, no augmentation
+
+def test_the_default_race_end_to_end(tmp_path):
+    dls = small_dls('series')
+    _Fits.n = 0
+    res = auto_augment(maker('series'), dls, epochs=1, path=tmp_path, progress=False)
+    want = [*FIXED, 'trivial', 'none']                 # every fixed technique applies to series
+    assert res.candidates == want and _Fits.n == len(want) and res.schedule is None and 'search' not in res.seconds
+    assert not (tmp_path/'search').exists()           # no search unless asked
+    rec = json.loads((tmp_path/'result.json').read_text())
+    assert rec['candidates'] == want and rec['choice'] == res.choice == guard_choice(res.scores, False)
+    best = min(res.scores, key=res.scores.get)
+    assert res.choice == (best if res.scores[best] < res.scores['none'] else 'none')
+    guards = json.loads((tmp_path/'guards.json').read_text())
+    for k in want: assert res.scores[k] == guards[f'{k}@fold1']['values']['valid_loss']
+    for k in FIXED:                                   # each candidate's callbacks are the technique's own
+        assert [type(c) for c in res.callbacks(candidate=k)] == [type(c) for c in FIXED[k]()]
+    s = res.summary()
+    assert 'raced mixup, cutmix, manifold, modals, isda, modals+isda and trivial against no augmentation' in s
+    assert f'chosen: {res.choice}' in s and 'searched' not in s
+    with pytest.raises(ValueError, match='did not search'): res.callbacks(candidate='searched')
+    with pytest.raises(ValueError, match='did not search'): res.plot_schedule()
+    fig = res.plot(); assert len(fig.axes[0].patches) == len(want) - 1
+    _Fits.n = 0                                       # a candidate added later: only it trains
+    more = auto_augment(maker('series'), dls, epochs=1, path=tmp_path, progress=False, candidates=['mixup', 'searched'],
+                        population=2, interval=1)
+    assert _Fits.n == 2 + 1 and more.scores['mixup'] == res.scores['mixup'] and more.schedule is not None
+
 def test_end_to_end_resume_and_the_callbacks_it_returns(tmp_path):
     dls = small_dls('series')
     _Fits.n = 0
-    res = auto_augment(maker('series'), dls, epochs=2, population=2, interval=1, path=tmp_path, lr=1e-2, progress=False)
+    res = auto_augment(maker('series'), dls, epochs=2, candidates=SEARCHED, population=2, interval=1, path=tmp_path,
+                       lr=1e-2, progress=False)
     assert _Fits.n == 2*2 + 3                              # two trials of two stretches, three guard runs
     rec = json.loads((tmp_path/'result.json').read_text())
-    assert rec["choice"] == res.choice == guard_choice(res.scores, False) and set(rec["scores"]) == set(CANDIDATES)
+    assert rec["choice"] == res.choice == guard_choice(res.scores, False) and set(rec["scores"]) == set(SEARCHED)
     cbs = res.callbacks()
     kinds = {type(c).__name__ for c in cbs}
     want = {'searched': {'PBA'}, 'trivial': {'TrivialAugment'}, 'none': set()}[res.choice]
@@ -74,40 +103,54 @@ def test_end_to_end_resume_and_the_callbacks_it_returns(tmp_path):
     learn = get_learner('series', dls=dls, cbs=cbs)
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(2, 1e-2)
     _Fits.n = 0
-    again = auto_augment(maker('series'), dls, epochs=2, population=2, interval=1, path=tmp_path, lr=1e-2,
-                         progress=False)
+    again = auto_augment(maker('series'), dls, epochs=2, candidates=SEARCHED, population=2, interval=1, path=tmp_path,
+                         lr=1e-2, progress=False)
     assert _Fits.n == 0 and again.scores == res.scores and again.choice == res.choice   # resumed: nothing trained
-    assert 'chosen:' in res.summary() and res.cost > 1
+    assert 'chosen:' in res.summary() and 'searched: 2 epochs' in res.summary() and res.cost > 1
+    assert res.seconds['search'] > 0 and res.plot_schedule() is not None
     guards = json.loads((tmp_path/'guards.json').read_text())
     assert res.folds == (1,) and res.metric == 'valid_loss' and not res.higher_is_better   # the defaults
-    for k in CANDIDATES:                  # the guard's score: on a fold of its own, never the one the search ranked on
+    for k in SEARCHED:                    # the guard's score: on a fold of its own, never the one the search ranked on
         assert k not in guards and {'valid_loss', 'accuracy'} <= set(guards[f'{k}@fold1']['values'])
         assert res.scores[k] == guards[f'{k}@fold1']['values']['valid_loss']
 
 @pytest.mark.parametrize('modality', ['tabular', 'image'])
 def test_other_modalities_end_to_end(modality, tmp_path):
-    res = auto_augment(maker(modality), small_dls(modality), epochs=1, population=2, interval=1, path=tmp_path,
-                       progress=False)
-    assert res.choice in CANDIDATES
+    dls = small_dls(modality)
+    res = auto_augment(maker(modality), dls, epochs=1, path=tmp_path, progress=False)
+    assert res.candidates == default_candidates(dls) + ['none'] and res.choice in res.candidates
+    assert ('cutmix' in res.candidates) == (modality == 'image')   # CutMix cuts images and series only
     fig = res.plot(); assert fig is not None
+
+def test_trials_longer_than_the_final_run(tmp_path):
+    "search_epochs: the trials are that long, and the schedule found is replayed stretched over the call's epochs"
+    _Fits.n = 0
+    res = auto_augment(maker('series'), small_dls('series'), epochs=1, candidates=['searched'], population=2,
+                       interval=1, search_epochs=2, path=tmp_path, progress=False)
+    assert _Fits.n == 2*2 + 2 and len(res.schedule) == 2 and res.candidates == ['searched', 'none']
+    replay = lambda **kw: [c for c in res.callbacks(candidate='searched', **kw) if isinstance(c, PBA)][0]
+    assert replay().n_epochs == 1 and replay(n_epochs=3).n_epochs == 3
+    assert 'searched: 2 epochs' in res.summary() and 'replayed over 1' in res.summary()
+    with pytest.raises(ValueError, match='`search_epochs` must be an integer'):
+        auto_augment(maker('series'), small_dls('series'), epochs=1, search_epochs=0, path=tmp_path)
 
 def test_the_guard_on_the_search_fold_by_loss(tmp_path):
     "guard_folds=(0,) and guard_metric='valid_loss': the guard of the first release, three runs on the search's hold-out"
     _Fits.n = 0
-    res = auto_augment(maker('series'), small_dls('series'), epochs=1, population=2, interval=1, path=tmp_path,
-                       guard_folds=(0,), guard_metric='valid_loss', progress=False)
+    res = auto_augment(maker('series'), small_dls('series'), epochs=1, candidates=SEARCHED, population=2, interval=1,
+                       path=tmp_path, guard_folds=(0,), guard_metric='valid_loss', progress=False)
     guards = json.loads((tmp_path/'guards.json').read_text())
     assert _Fits.n == 2 + 3 and res.metric == 'valid_loss' and not res.higher_is_better and res.folds == (0,)
-    assert res.scores == {k: guards[k]['values']['valid_loss'] for k in CANDIDATES}
+    assert res.scores == {k: guards[k]['values']['valid_loss'] for k in SEARCHED}
     assert 'on the hold-out' in res.summary()
 
 def test_the_guard_averages_its_folds(tmp_path):
     _Fits.n = 0
-    res = auto_augment(maker('series'), small_dls('series'), epochs=1, population=2, interval=1, path=tmp_path,
-                       guard_folds=(1, 3), guard_metric='accuracy', progress=False)
+    res = auto_augment(maker('series'), small_dls('series'), epochs=1, candidates=SEARCHED, population=2, interval=1,
+                       path=tmp_path, guard_folds=(1, 3), guard_metric='accuracy', progress=False)
     guards = json.loads((tmp_path/'guards.json').read_text())
     assert _Fits.n == 2 + 3*2 and res.metric == 'accuracy' and res.higher_is_better and res.folds == (1, 3)
-    for k in CANDIDATES:
+    for k in SEARCHED:
         runs = [guards[f'{k}@fold{f}'] for f in (1, 3)]
         assert res.scores[k] == pytest.approx(np.mean([r['values']['accuracy'] for r in runs]))
         assert res.seconds[k] == pytest.approx(sum(r['seconds'] for r in runs))
@@ -115,19 +158,27 @@ def test_the_guard_averages_its_folds(tmp_path):
 
 def test_a_directory_of_another_split_is_refused(tmp_path):
     dls = small_dls('series')
-    auto_augment(maker('series'), dls, epochs=1, population=2, interval=1, path=tmp_path, progress=False)
+    auto_augment(maker('series'), dls, epochs=1, candidates=['trivial'], path=tmp_path, progress=False)
     for kw in (dict(holdout=0.25), dict(seed=1)):
         with pytest.raises(ValueError, match='holds a search with other settings.*another split'):
-            auto_augment(maker('series'), dls, epochs=1, population=2, interval=1, path=tmp_path, progress=False, **kw)
+            auto_augment(maker('series'), dls, epochs=1, candidates=['trivial'], path=tmp_path, progress=False, **kw)
     smaller = holdout_loaders(dls, 0.5)    # other data: a training set of another size
     with pytest.raises(ValueError, match='n_train'):
-        auto_augment(maker('series'), smaller, epochs=1, population=2, interval=1, path=tmp_path, progress=False)
+        auto_augment(maker('series'), smaller, epochs=1, candidates=['trivial'], path=tmp_path, progress=False)
 
 def test_the_guard_never_hands_back_a_loss_on_the_holdout():
     for s,t,n in [(0.5, 0.6, 0.7), (0.8, 0.6, 0.7), (0.8, 0.9, 0.7), (0.7, 0.7, 0.7)]:
         scores = dict(searched=s, trivial=t, none=n)
         c = guard_choice(scores, higher_is_better=False)
         assert scores[c] <= n and (c == 'none' or scores[c] < n)
+    rng = np.random.default_rng(0)
+    for _ in range(200):                             # a race of any size: the best, if it beats none
+        ks = [*FIXED, 'trivial', 'none']
+        scores = dict(zip(ks, [*rng.choice([0.5, 0.6, 0.7, np.nan], len(ks)-1), rng.choice([0.5, 0.6, 0.7])]))
+        c = guard_choice(scores, higher_is_better=False)
+        ok = [v for k,v in scores.items() if k != 'none' and not np.isnan(v)]   # a NaN loss never wins
+        if ok and min(ok) < scores['none']: assert c == next(k for k in ks if scores[k] == min(ok))   # ties: the first
+        else: assert c == 'none'
 
 def test_bad_arguments():
     dls = small_dls('series')
@@ -135,6 +186,10 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match='`dls` must be fastai DataLoaders'): auto_augment(maker('series'), [1], 2)
     with pytest.raises(ValueError, match='`holdout` must be in'): auto_augment(maker('series'), dls, 2, holdout=1.5)
     with pytest.raises(ValueError, match='`epochs` must be an integer'): auto_augment(maker('series'), dls, 0)
+    for c,msg in [(['mixup', 'mixup'], 'must be distinct'), (['none'], 'at least one augmentation'), ([], 'at least one'),
+                  (['cutmix'], r"\['cutmix'\] do not apply"), (['mixup', 'randaugment'], '`candidates` must be one of')]:
+        with pytest.raises(ValueError, match=msg):
+            auto_augment(maker('tabular'), small_dls('tabular'), 1, candidates=c, path='/nonexistent/never')
     for folds in [(), (1, 1), (5,), (-1,), (1.0,)]:
         with pytest.raises(ValueError, match='`guard_folds` must be distinct fold numbers from 0 to 4'):
             auto_augment(maker('series'), dls, 2, guard_folds=folds)
