@@ -1,0 +1,69 @@
+"""What `auto_augment`'s default call costs, as a multiple of one plain run of the final training, side by side.
+
+    OMP_NUM_THREADS=1 python benchmarks/auto_cost.py [--cells image-full tabular-reduced ...] [--out DIR]
+
+The benchmark's `search ×` divides a call's recorded time by the recorded runs without augmentation, which other
+benchmark processes may have shared the machine with at other times. This measures both in one process, with
+nothing else meant to run beside it: for each cell (a benchmark dataset and regime), one plain run of the final
+training (seed 0, the whole training set), the default call in a fresh directory, then the plain run again; the cost
+is the call's time over the mean of the two plain runs. The call's choice is checked against the benchmark's record
+(`benchmarks/results/searches/auto/<cell>/result.json`): the same code on the same machine chooses the same.
+"""
+import argparse, json, tempfile, time, warnings
+warnings.filterwarnings('ignore')
+from pathlib import Path
+import torch
+from fastaug.auto import auto_augment
+from fastaug.bench import train_eval, regime_data, epochs_of, search_key, machine
+from fastaug.datasets import get_dls, get_learner
+
+CELLS = [search_key(k, r) for r in ('full', 'reduced') for k in ('image', 'tabular', 'series', 'text')]
+RECORDS = Path(__file__).parent/'results'/'searches'/'auto'
+
+def cell_data(cell:str)->tuple:
+    "The modality, the loaders and the epochs of a benchmark cell"
+    k,r = cell.split('-')
+    full = get_dls(k)
+    kw = regime_data(k, r, len(full.train_ds))
+    return k,(get_dls(k, **kw) if 'n_train' in kw else full),epochs_of(None, k, r)
+
+def measure(cell:str, lr:float=1e-2)->dict:
+    "One plain run, the default call, one plain run, in this process; the call's cost over the plain runs' mean"
+    k,dls,epochs = cell_data(cell)
+    plain = lambda: train_eval(k, 'none', seed=0, epochs=epochs, lr=lr, dls=dls)['seconds']
+    before = plain()
+    with tempfile.TemporaryDirectory() as d:
+        start = time.perf_counter()
+        res = auto_augment(lambda d_, cbs: get_learner(k, dls=d_, cbs=cbs), dls, epochs, lr=lr, path=d, progress=False)
+        call = time.perf_counter() - start
+    after = plain()
+    rec = RECORDS/cell/'result.json'
+    recorded = json.loads(rec.read_text())['choice'] if rec.exists() else None
+    return dict(cell=cell, plain_before=before, plain_after=after, call=call, cost=call/((before + after)/2),
+                own_cost=res.cost, choice=res.choice, recorded_choice=recorded, machine=machine(),
+                threads=torch.get_num_threads())
+
+def table(rows:list)->str:
+    "The measurements as a Markdown table"
+    out = ['| cell | plain run (s), before / after | call (s) | cost × one plain run | chose | as recorded |',
+           '|---|---|---|---|---|---|']
+    for r in rows:
+        out.append(f"| {r['cell']} | {r['plain_before']:.1f} / {r['plain_after']:.1f} | {r['call']:.0f} | "
+                   f"{r['cost']:.1f} | {r['choice']} | {'yes' if r['choice'] == r['recorded_choice'] else 'no'} |")
+    return '\n'.join(out)
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--cells', nargs='+', default=CELLS, choices=CELLS)
+    p.add_argument('--out', default=str(Path(__file__).parent/'auto_cost'))
+    a = p.parse_args()
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    log = out/'runs.jsonl'
+    for cell in a.cells:
+        r = measure(cell)
+        with open(log, 'a') as f: f.write(json.dumps(r) + '\n')
+        print(table([r]).split('\n')[-1], flush=True)
+    rows = {r['cell']: r for r in map(json.loads, log.read_text().splitlines())}  # the latest of each cell
+    text = table([rows[c] for c in CELLS if c in rows])
+    (out/'results.md').write_text(text + '\n')
+    print(text)
