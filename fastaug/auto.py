@@ -24,9 +24,9 @@ from .checkpoint import read_json, write_json
 from .search import pba_search, score_metric, trial_seed, check_same_settings, FIT_METHODS
 
 # %% auto #0
-__all__ = ['FIXED', 'CANDIDATES', 'class_labels', 'n_folds', 'holdout_loaders', 'input_kind', 'joint_space', 'fixed_applies',
-           'default_candidates', 'check_candidates', 'candidate_callbacks', 'guard_choice', 'AutoResult',
-           'auto_augment']
+__all__ = ['FIXED', 'FIXED_KINDS', 'CANDIDATES', 'class_labels', 'n_folds', 'holdout_loaders', 'input_kind', 'joint_space',
+           'fixed_applies', 'default_candidates', 'check_candidates', 'candidate_callbacks', 'guard_choice',
+           'AutoResult', 'auto_augment']
 
 # %% ../nbs/08e_one_call.ipynb #653458b6
 class _Subset:
@@ -120,11 +120,12 @@ FIXED = {
     'isda': lambda: [ISDA(0.5)],
     'modals+isda': lambda: [MODALS(), ISDA(0.5)],
 }  # each technique with its default settings, as the benchmark trains it
+FIXED_KINDS = {'cutmix': ('image', 'series')}  # the input kinds a fixed technique needs, where not every kind will do
 CANDIDATES = (*FIXED, 'trivial', 'searched', 'none')
 
 def fixed_applies(method:str, dls:DataLoaders)->bool:
     "Whether fixed `method` applies to the data of `dls` (CutMix cuts images and series only)"
-    return method != 'cutmix' or input_kind(dls) is not None
+    return method not in FIXED_KINDS or input_kind(dls) in FIXED_KINDS[method]
 
 def default_candidates(dls:DataLoaders)->list:
     "What `auto_augment` races by default: every fixed technique that applies to `dls`, and TrivialAugment's rule"
@@ -136,7 +137,8 @@ def check_candidates(candidates, dls:DataLoaders)->list:
     for c in cs: check_choice('candidates', c, CANDIDATES)
     if len(set(cs)) != len(cs): raise ValueError(f"`candidates` must be distinct, got {cs}")
     bad = [c for c in cs if c in FIXED and not fixed_applies(c, dls)]
-    if bad: raise ValueError(f"`candidates` {bad} do not apply to this data (CutMix cuts images and series only)")
+    if bad: raise ValueError(f"`candidates` {bad} do not apply to this data: " +
+                             '; '.join(f"{c} needs inputs of kind {' or '.join(FIXED_KINDS[c])}" for c in bad))
     cs = [c for c in cs if c != 'none']
     if not cs: raise ValueError("`candidates` must name at least one augmentation besides 'none'")
     return cs + ['none']

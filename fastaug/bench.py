@@ -20,7 +20,7 @@ from .pba import *
 from .checkpoint import append_record
 from .search import *
 from .trivial import TrivialAugment
-from .auto import auto_augment, joint_space, FIXED, CANDIDATES
+from .auto import auto_augment, joint_space, FIXED, FIXED_KINDS, CANDIDATES
 
 # %% auto #0
 __all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'SEARCH_SPACES', 'CHOSEN', 'AUTO', 'EPOCHS', 'searched_modals',
@@ -34,7 +34,7 @@ __all__ = ['METHODS', 'SEARCHED', 'ONLY', 'REGIMES', 'SEARCH_SPACES', 'CHOSEN', 
 METHODS = {'none': lambda: [], **FIXED}  # no augmentation, and each technique as `auto_augment` races it
 SEARCHED = {'modals-pba': 'MODALS replaying a PBA schedule of its four latent operations',
             'series-pba': 'SeriesPolicy replaying a PBA schedule of the twelve series operations'}
-ONLY = {'cutmix': ('image', 'series'), 'series-pba': ('series',)}  # methods documented for some modalities only
+ONLY = {**FIXED_KINDS, 'series-pba': ('series',)}  # methods documented for some modalities only
 REGIMES = {'full': 1.0, 'reduced': 0.1}  # share of the training set each regime trains on
 
 def searched_modals()->MODALS:
