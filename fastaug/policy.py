@@ -179,6 +179,8 @@ class Policy:
         k = len(self.settings)
         if k == 0 or bs == 0: return torch.full((2, bs), -1, dtype=torch.long, device=device)
         p,_,_,thresholds = self._tensors(device)
+        # nothing can fire: no random numbers are drawn, so a policy of zeros changes nothing downstream
+        if not any(s.p > 0 for s in self.settings): return torch.full((2, bs), -1, dtype=torch.long, device=device)
         n = (torch.rand(bs, 1, device=device) >= thresholds).sum(1)    # 0, 1 or 2 operations, by `n_ops_weights`
         # walking the settings in a random order and firing each with its probability: the fired settings with the
         # smallest random keys come first (2 marks a setting that did not fire)
