@@ -332,7 +332,7 @@ def rotten_tomatoes(
     df = df.iloc[np.concatenate([ti, vi])].reset_index(drop=True)
     df['is_valid'] = np.arange(len(df)) >= len(ti)
     return TextDataLoaders.from_df(df, text_col='text', label_col='label', valid_col='is_valid', bs=bs,
-                                   seq_len=seq_len, **kwargs)
+                                   seq_len=seq_len, **{'num_workers': 0, **kwargs})  # as the other sets: no forks
 
 # %% ../nbs/01_datasets.ipynb #1d49f70c
 def image_cnn(n_out:int=10, n_in:int=1, widths:tuple=(32, 64, 128))->nn.Sequential:
