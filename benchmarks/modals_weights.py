@@ -13,7 +13,6 @@ more than a standard deviation somewhere. Every run is recorded as it ends; a re
 import argparse, json, warnings
 warnings.filterwarnings('ignore')
 from pathlib import Path
-import numpy as np
 from fastaug.modals import MODALS
 from fastaug.bench import train_eval
 from guard_study import SETS, EPOCHS, LR, SEEDS, records, gains
@@ -48,11 +47,10 @@ def report(out:Path)->str:
         d = name_of(0.01)
         clear = g[best][0] - g[d][0] > max(g[best][1], g[d][1])
         best_of.append((best, clear))
-        cost = lambda w: np.mean([r['seconds'] for r in records(out/'runs'/f'{name}.jsonl') if r['candidate'] == w])
         rows.append(f"| {name} | {SETS[name][0]} | " + ' | '.join(f"{g[w][0]:+.2f} ± {g[w][1]:.2f}" for w in ws) +
-                    f" | {best} | {'yes' if clear else 'no'} | {cost(name_of(0.03))/cost('none'):.2f} |")
+                    f" | {best} | {'yes' if clear else 'no'} |")
     head = ('| set | modality | ' + ' | '.join(f"weights {w[1:]}" for w in ws) +
-            ' | best | best − default > 1 SD | time × none (0.03) |\n' + '|---' * (len(ws) + 5) + '|')
+            ' | best | best − default > 1 SD |\n' + '|---' * (len(ws) + 4) + '|')
     n_clear = sum(c for _,c in best_of)
     summ = (f"Best weight per set: {', '.join(b for b,_ in best_of)}; it beats the default (0.01) by more than one SD "
             f"on {n_clear} of {len(best_of)} sets.")
