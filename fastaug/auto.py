@@ -100,8 +100,10 @@ def _is_text(dls)->bool:
     x = dls.one_batch()[0]
     return dls.n_inp == 1 and x.ndim == 2 and not x.is_floating_point()
 
+# MODALS' loss terms in the joint space are settings too (`MODALS_LOSS_OPS`): off unless a setting turns them on
 _CALLBACK_OF = dict(image=ImagePolicy, series=SeriesPolicy, mixing=MixPolicy, isda=ISDAPolicy,
-                    latent=lambda: MODALS(Policy([], n_ops_weights=MODALS_N_OPS_WEIGHTS)))
+                    latent=lambda: MODALS(Policy([], n_ops_weights=MODALS_N_OPS_WEIGHTS), triplet_weight=0,
+                                          adv_weight=0))
 
 def joint_space(dls:DataLoaders, kinds:list|None=None)->tuple:
     "The operations of the joint space for the data of `dls`, and a function making the callbacks that apply them"

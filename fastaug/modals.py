@@ -10,9 +10,10 @@ from .core import *
 from .policy import *
 
 # %% auto #0
-__all__ = ['MODALS_OPS', 'MODALS_N_OPS_WEIGHTS', 'TRIPLET_MINING', 'ClassMemory', 'hard_interpolation', 'hard_extrapolation',
-           'gaussian_noise', 'difference_transform', 'sq_distances', 'select_triplets', 'triplet_loss', 'disc_hidden',
-           'Discriminator', 'adversarial_loss', 'discriminator_loss', 'ExtraLoss', 'modals_policy', 'MODALS']
+__all__ = ['MODALS_OPS', 'MODALS_N_OPS_WEIGHTS', 'TRIPLET_MINING', 'MODALS_LOSS_OPS', 'ClassMemory', 'hard_interpolation',
+           'hard_extrapolation', 'gaussian_noise', 'difference_transform', 'sq_distances', 'select_triplets',
+           'triplet_loss', 'disc_hidden', 'Discriminator', 'adversarial_loss', 'discriminator_loss', 'ExtraLoss',
+           'modals_policy', 'modals_loss_weight', 'split_loss_settings', 'MODALS']
 
 # %% ../nbs/06_modals.ipynb #6822c33f
 class ClassMemory:
@@ -345,6 +346,23 @@ def modals_policy(
     settings = [(o, prob, mag) for o in ops for _ in range(check_int('copies', copies))]
     return Policy(settings, n_ops_weights=MODALS_N_OPS_WEIGHTS)
 
+# %% ../nbs/06_modals.ipynb #9a4f1e27
+MODALS_LOSS_OPS = ('TripletLoss', 'AdversarialLoss')  # the two extra terms as policy settings: weighed, not applied
+
+def modals_loss_weight(m:float)->float:
+    "Weight of a MODALS loss term at magnitude `m`: m/10, from 0 (level 0) to 0.09 (level 9); `MODALS()` uses 0.01"
+    return float(m)/10
+
+for _o in MODALS_LOSS_OPS: register_op(_o, 'latent')(technique_fn(_o, 'MODALS'))
+
+def split_loss_settings(policy:Policy|None)->tuple:
+    "The operations of `policy` as a policy of their own, and a policy of each loss term's settings, by term"
+    if policy is None: return None,{}
+    terms = {t: [s for s in policy.settings if s.op == o] for t,o in zip(('triplet', 'adv'), MODALS_LOSS_OPS)}
+    if not any(terms.values()): return policy,{}
+    ops = Policy([s for s in policy.settings if s.op not in MODALS_LOSS_OPS], n_ops_weights=policy.n_ops_weights)
+    return ops,{t: Policy(v) for t,v in terms.items() if v}
+
 # %% ../nbs/06_modals.ipynb #c0ffee06
 def _adam(params, lr):
     "Adam with the GAN betas, fused where the device supports it (a third faster on CPU), else `foreach`"
@@ -357,12 +375,13 @@ def _adam(params, lr):
 class MODALS(LatentCallback, PolicyCallback):
     "Augment the latent that enters the classifier head with class-aware operations (Cheung & Yeung, 2021)"
     kind = 'latent'
-    _stateattrs = LatentCallback._stateattrs + ('memory', 'disc', 'disc_opt', '_z', '_zp', 'terms')
+    _stateattrs = LatentCallback._stateattrs + ('memory', 'disc', 'disc_opt', '_z', '_zp', 'terms', '_w',
+                                                 '_parts_key', '_parts_val')
 
     def __init__(self,
-        policy:Policy|list|None=None, # The latent operations: a `Policy` or (op, prob, mag) triples; None: the default
-        triplet_weight:float=0.01, # Weight of the triplet loss on the un-augmented latents (0: off)
-        adv_weight:float=0.01, # Weight of the adversarial term −log D(z') (0: no discriminator)
+        policy:Policy|list|None=None, # The latent operations (and loss settings): a `Policy` or triples; None: default
+        triplet_weight:float=0.01, # Weight of the triplet loss on the un-augmented latents, where no setting sets it
+        adv_weight:float=0.01, # Weight of the adversarial term −log D(z') where no setting sets it (0: none)
         head:nn.Module|str|None=None, # The classifier's head or its name (None: found by `find_head`)
         margin:float=1., # Triplet margin, on squared distances
         mining:str='random', # Triplet negatives: 'random', 'hardest' or 'semihard'
@@ -392,7 +411,7 @@ class MODALS(LatentCallback, PolicyCallback):
         super()._init_state()
         self.memory,self.disc,self.disc_opt,self.terms = None,None,None,{}
         self._z = self._zp = None
-        self._scale = 1.
+        self._scale,self._w = 1.,{}
 
     @property
     def policy(self)->Policy|None: return self._policy
@@ -416,12 +435,43 @@ class MODALS(LatentCallback, PolicyCallback):
             self.memory = ClassMemory(C, d, self.bank_size, device=dev)
         self.memory.horizon = self._horizon()
         self.memory.to(dev)
-        if not self.adv_weight: return
         disc = self.disc
-        if disc is None or disc[0].in_features != d or next(disc.parameters()).device != dev:
+        fits = disc is not None and disc[0].in_features == d and next(disc.parameters()).device == dev
+        if not self._adversarial_on():  # a setting may turn the term on later: `_late_discriminator` makes one then
+            if not fits: self.disc = self.disc_opt = None
+            return
+        if not fits:
             self.disc = Discriminator(d).to(dev)
             for p in self.disc.parameters(): broadcast_first(p.data)  # the same start on every rank
             self.disc_opt = _adam(self.disc.parameters(), self.disc_lr)
+
+    def _late_discriminator(self):
+        "A discriminator for a fit whose adversarial term was off until now: its own seed, so the same on every rank"
+        with torch.random.fork_rng(devices=[]):  # the run's own random numbers are left as they were
+            torch.manual_seed(0)
+            disc = Discriminator(self.head.in_features)
+        self.disc = disc.to(self.head.weight.device)
+        self.disc_opt = _adam(self.disc.parameters(), self.disc_lr)
+
+    def _parts(self)->tuple:
+        "The policy's operations, and a policy of each loss term's settings (kept while the policy is unchanged)"
+        p = self.policy
+        key = (id(p), None if p is None else tuple(p.settings))
+        if getattr(self, '_parts_key', None) != key: self._parts_key,self._parts_val = key,split_loss_settings(p)
+        return self._parts_val
+
+    def _adversarial_on(self)->bool:
+        "Whether the adversarial term can weigh now: a setting of it can fire, or, without settings, its weight is set"
+        pol = self._parts()[1].get('adv')
+        return any(s.prob for s in pol.settings) if pol is not None else bool(self.adv_weight)
+
+    def term_weights(self)->dict:
+        "This batch's weights of the triplet and adversarial terms: drawn from a term's settings, else the callback's"
+        w = dict(triplet=self.triplet_weight, adv=self.adv_weight)
+        for t,pol in self._parts()[1].items():
+            s = draw_setting(pol)
+            w[t] = 0. if s is None else modals_loss_weight(s.m)
+        return w
 
     def make_loss(self, loss_func):
         "The user's loss plus the triplet and adversarial terms"
@@ -440,8 +490,11 @@ class MODALS(LatentCallback, PolicyCallback):
 
     def before_batch(self):
         "Hook the head, unless the schedule turns MODALS off for this batch (no operations, no extra losses)"
-        self._scale = self.strength
-        if self._scale > 0: super().before_batch()
+        self._scale,self._w = self.strength,{}
+        if self._scale <= 0: return
+        self._w = self.term_weights()
+        if self._w['adv'] and self.disc is None: self._late_discriminator()
+        super().before_batch()
 
     def latent(self, z:Tensor)->Tensor:
         "Replace the batch's latents by the policy's augmentation of them, and remember them"
@@ -451,7 +504,7 @@ class MODALS(LatentCallback, PolicyCallback):
                              f"`{type(self.head).__name__}` got an input of shape {tuple(z.shape)}: pass `head=` the "
                              "layer that produces the class scores")
         zp,y = plain(z),self.labels
-        pol = self.policy
+        pol = self._parts()[0]
         active = pol is not None and len(pol)
         out = pol.apply(zp, y=y, memory=self.memory, temperature=self.temperature, scale=self._scale) if active else zp
         self._z,self._zp = zp,out
@@ -471,16 +524,17 @@ class MODALS(LatentCallback, PolicyCallback):
         if self._z is None or self._loss is None: return
         y,terms = self.labels,{}
         with torch.autocast(self._z.device.type, enabled=False):
-            if self.triplet_weight: terms['triplet'] = triplet_loss(self._z, y, self.margin, self.mining)
-            if self.adv_weight: terms['adv'] = adversarial_loss(self.disc, self._zp)
+            w = self._w
+            if w.get('triplet'): terms['triplet'] = triplet_loss(self._z, y, self.margin, self.mining)
+            if w.get('adv'): terms['adv'] = adversarial_loss(self.disc, self._zp)
             zero = self._z.new_zeros((), dtype=torch.float32)
-            extra = sum((getattr(self, f'{k}_weight')*v for k,v in terms.items()), zero)
+            extra = sum((w[k]*v for k,v in terms.items()), zero)
         self.terms = terms
         self._loss.extra = extra if terms else None
 
     def after_batch(self):
         super().after_batch()
-        if self._zp is not None and self.adv_weight and self.collecting: self.step_discriminator()
+        if self._zp is not None and self._w.get('adv') and self.collecting: self.step_discriminator()
         self._clear_batch()
 
     def step_discriminator(self):

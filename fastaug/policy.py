@@ -13,7 +13,7 @@ from .checkpoint import write_json
 # %% auto #0
 __all__ = ['OP_KINDS', 'OPS', 'PROB_LEVELS', 'MAG_LEVELS', 'N_OPS_WEIGHTS', 'SCHEDULE_FORMAT', 'Op', 'register_op', 'get_op',
            'ops_of', 'OpSetting', 'per_sample', 'op_setting', 'check_n_ops_weights', 'weights_json', 'Policy',
-           'PolicyCallback', 'ScheduleError', 'PolicySchedule', 'schedule_curves']
+           'technique_fn', 'draw_setting', 'PolicyCallback', 'ScheduleError', 'PolicySchedule', 'schedule_curves']
 
 # %% ../nbs/04_policy.ipynb #d195849f
 OP_KINDS = ('image', 'series', 'latent', 'mixing', 'isda')
@@ -230,6 +230,25 @@ class Policy:
                 if rows is None: out[idx] = new
                 else: rows[idx] = _rows(new.contiguous())
         return out
+
+# %% ../nbs/04_policy.ipynb #3b9d5f60
+def technique_fn(name:str, applied_by:str):
+    "The function to register a technique with: a callback applies it, and calling it on a tensor says so"
+    def _fn(x, magnitude, **kwargs):
+        raise TypeError(f"{name} is a technique, applied by the {applied_by} callback of its kind, not an operation "
+                        "a policy applies to a tensor")
+    _fn.__qualname__ = f'technique_fn.{name}'
+    return _fn
+
+def draw_setting(policy:Policy|None)->OpSetting|None:
+    "The setting of `policy` that acts on this batch: the first that fires, in a random order; None if none fires"
+    ps = [s.p for s in policy.settings] if policy is not None else []
+    if not any(ps): return None  # nothing can fire: no random draw, so the batch is as without the callback
+    p = torch.tensor(ps)
+    fired = p >= 1
+    if ((p > 0) & (p < 1)).any(): fired |= torch.rand(len(ps)) < p  # random draws only where chance decides
+    if fired.sum() < 2: return policy.settings[int(fired.nonzero()[0, 0])] if fired.any() else None
+    return policy.settings[int(torch.rand(len(ps)).masked_fill(~fired, 2.).argmin())]
 
 # %% ../nbs/04_policy.ipynb #cb267774
 class PolicyCallback(Scheduled, Callback):

@@ -12,7 +12,7 @@ from .manifold import *
 from .isda import *
 
 # %% auto #0
-__all__ = ['MIXING_OPS', 'ISDA_OPS', 'mixing_alpha', 'isda_lambda0', 'draw_setting', 'MixPolicy', 'ISDAPolicy']
+__all__ = ['MIXING_OPS', 'ISDA_OPS', 'mixing_alpha', 'isda_lambda0', 'MixPolicy', 'ISDAPolicy']
 
 # %% ../nbs/07a_techniques.ipynb #7a52b77a
 MIXING_OPS = ('MixUp', 'CutMix', 'ManifoldMixup')
@@ -26,26 +26,8 @@ def isda_lambda0(m:float)->float:
     "ISDA's final strength λ₀ at magnitude `m`: m itself, from 0 to 0.9"
     return float(m)
 
-def _technique(name:str, applied_by:str):
-    "The registered function of a technique: it is applied by its callback, not called on tensors"
-    def _fn(x, magnitude, **kwargs):
-        raise TypeError(f"{name} is a technique, applied by the {applied_by} callback of its kind, not an operation "
-                        "a policy applies to a tensor")
-    _fn.__qualname__ = f'_technique.{name}'
-    return _fn
-
-for _o in MIXING_OPS: register_op(_o, 'mixing')(_technique(_o, 'MixPolicy'))
-register_op('ISDA', 'isda')(_technique('ISDA', 'ISDAPolicy'))
-
-def draw_setting(policy:Policy|None)->OpSetting|None:
-    "The setting of `policy` that acts on this batch: the first that fires, in a random order; None if none fires"
-    ps = [s.p for s in policy.settings] if policy is not None else []
-    if not any(ps): return None  # nothing can fire: no random draw, so the batch is as without the callback
-    p = torch.tensor(ps)
-    fired = p >= 1
-    if ((p > 0) & (p < 1)).any(): fired |= torch.rand(len(ps)) < p  # random draws only where chance decides
-    if fired.sum() < 2: return policy.settings[int(fired.nonzero()[0, 0])] if fired.any() else None
-    return policy.settings[int(torch.rand(len(ps)).masked_fill(~fired, 2.).argmin())]
+for _o in MIXING_OPS: register_op(_o, 'mixing')(technique_fn(_o, 'MixPolicy'))
+register_op('ISDA', 'isda')(technique_fn('ISDA', 'ISDAPolicy'))
 
 # %% ../nbs/07a_techniques.ipynb #e805bf41
 class MixPolicy(MixCallback, PolicyCallback):

@@ -10,7 +10,7 @@ from fastaug.policy import *
 from fastaug.mixup import MixUp, CutMix, CutMixUp
 from fastaug.manifold import ManifoldMixup
 from fastaug.isda import ISDA
-from fastaug.modals import MODALS, MODALS_OPS, MODALS_N_OPS_WEIGHTS
+from fastaug.modals import MODALS, MODALS_OPS, MODALS_N_OPS_WEIGHTS, MODALS_LOSS_OPS, modals_policy, modals_loss_weight
 from fastaug.image_ops import ImagePolicy
 from fastaug.series_ops import SeriesPolicy, SERIES_OPS
 from fastaug.techniques import *
@@ -92,6 +92,65 @@ def test_a_certain_setting_is_the_technique_itself(name, cb):
 
 def test_isda_setting_is_isda_with_its_lambda():
     assert torch.equal(weights_after('series', [ISDAPolicy([('ISDA', 10, 5)])]), weights_after('series', [ISDA(0.5)]))
+
+# ---------------------------------------------------------------- MODALS' loss weights as settings
+def test_certain_loss_settings_are_modals_own_weights():
+    "At probability 1 and magnitude level 1 the two terms weigh 0.01, MODALS()'s own weights: the same training"
+    assert modals_loss_weight(0.1) == 0.01
+    pol = modals_policy().settings + [('TripletLoss', 10, 1), ('AdversarialLoss', 10, 1)]
+    assert torch.equal(weights_after('series', [MODALS(pol, triplet_weight=0.05, adv_weight=0.05)]),
+                       weights_after('series', [MODALS()]))
+
+def test_loss_settings_at_probability_zero_add_no_term():
+    "At probability 0 the terms are off and nothing is drawn: as MODALS without them, and as no MODALS at all"
+    zero = Policy.zero(list(MODALS_LOSS_OPS))
+    off = weights_after('tabular', [MODALS(modals_policy(), triplet_weight=0, adv_weight=0)])
+    assert torch.equal(weights_after('tabular', [MODALS(modals_policy().settings + zero.settings)]), off)
+    assert torch.equal(weights_after('tabular', [MODALS(zero, triplet_weight=0, adv_weight=0)]),
+                       weights_after('tabular', []))
+
+def test_loss_settings_weigh_each_batch_and_make_a_discriminator_late():
+    "Each term is weighed by its own settings, batch by batch; an adversarial term turned on late gets a discriminator"
+    seen = []
+    class _Seen(Callback):
+        order = 99
+        def after_batch(self):
+            if self.training: seen.append(dict(self.learn.modals._w))
+    cb = MODALS([('TripletLoss', 5, 3), ('AdversarialLoss', 10, 9)], triplet_weight=0.05, adv_weight=0)
+    learn = small_learner('series', cbs=[cb, _Seen()])
+    quiet_fit(learn)
+    assert {w['adv'] for w in seen} == {modals_loss_weight(0.9)} and cb.disc is not None
+    assert {w['triplet'] for w in seen} == {0., modals_loss_weight(0.3)}                # half the batches, roughly
+    assert 0.2 < np.mean([w['triplet'] > 0 for w in seen]) < 0.8
+    cb.policy = [('TripletLoss', 10, 2)]          # no adversarial settings: the callback's own weight (0) holds
+    seen.clear(); quiet_fit(learn)
+    assert all(w == dict(triplet=modals_loss_weight(0.2), adv=0) for w in seen)
+    # the late discriminator comes from its own seed, the same every time, and leaves the run's random numbers alone
+    state = torch.get_rng_state()
+    cb._late_discriminator(); first = [p.detach().clone() for p in cb.disc.parameters()]
+    cb._late_discriminator()
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(a, b) for a,b in zip(first, cb.disc.parameters()))
+
+def test_trivial_and_pba_reach_the_loss_settings(tmp_path):
+    "TrivialAugment draws the loss settings like any latent operation; a joint schedule replays them into MODALS"
+    from fastaug.trivial import TrivialAugment, space_ops
+    assert set(MODALS_LOSS_OPS) <= set(space_ops(['latent']))
+    w = {'latent': MODALS_N_OPS_WEIGHTS}
+    sched = PolicySchedule([Policy([('Jitter', 3, 3), ('TripletLoss', 10, 4)], n_ops_weights=w),
+                            Policy([('Jitter', 0, 0), ('AdversarialLoss', 10, 2)], n_ops_weights=w)])
+    assert PolicySchedule.load(sched.save(tmp_path/'s.json')) == sched
+    seen = []
+    class _Seen(Callback):
+        order = 99
+        def after_batch(self):
+            if self.training: seen.append((self.epoch, dict(self.learn.modals._w)))
+    cb = MODALS(Policy([], n_ops_weights=MODALS_N_OPS_WEIGHTS), triplet_weight=0, adv_weight=0)
+    learn = small_learner('series', cbs=[SeriesPolicy(), cb, PBA(sched), _Seen()])
+    quiet_fit(learn, 2)
+    expected = {(0, modals_loss_weight(0.4), 0), (1, 0, modals_loss_weight(0.2))}
+    assert {(e, w['triplet'], w['adv']) for e,w in seen} == expected
+    assert cb.disc is not None
 
 def test_mixing_shares_and_alpha_follow_the_settings():
     cb = MixPolicy([('MixUp', 5, 2), ('CutMix', 3, 7), ('ManifoldMixup', 2, 9)])
