@@ -3,13 +3,19 @@
     OMP_NUM_THREADS=1 python benchmarks/loss_settings_study.py [--out benchmarks/loss_settings_study]
     python benchmarks/loss_settings_study.py --report
 
-Since MODALS' loss weights are settings (`TripletLoss`, `AdversarialLoss`), the joint space's MODALS adds its terms
-only where a setting turns them on, and TrivialAugment draws them like any other operation; before, the terms were
-always on at MODALS' default weights. This trains TrivialAugment over the current joint space on the guard's three
+With MODALS' loss weights as settings of the joint space (`TripletLoss`, `AdversarialLoss`; `joint_space(dls,
+loss_terms=True)`), its MODALS adds its terms only where a setting turns them on, and TrivialAugment draws them like
+any other operation; in the default space the terms are always on at MODALS' default weights. This trains
+TrivialAugment over the space with the settings on the guard's three
 folds and on each development set's whole training set (5 paired seeds), as `guard_study.py` did for the space
 without them, and compares: TrivialAugment's paired test gain, and what the race (every fixed method and
 TrivialAugment against no augmentation, on fold 1 by hold-out loss: `auto_augment`'s default) picks and gains. The
 fixed methods' and no augmentation's runs are those `guard_study.py` recorded (`benchmarks/guard_study/runs`).
+
+`benchmark_runs.jsonl` holds the benchmark's `trivial`, `auto` and `auto-search` rows rerun (2026-12-07, on the
+machine of `benchmarks/results`, `python -m fastaug.bench run --methods trivial auto auto-search` at commit d242e1a)
+with the loss weights as settings of the joint space, its default then; `--report` also tables them against the
+recorded rows, whose space has MODALS' terms always on (`benchmark.md`).
 """
 import argparse, json, warnings
 warnings.filterwarnings('ignore')
@@ -18,18 +24,18 @@ import numpy as np
 from fastaug.datasets import get_learner
 from fastaug.auto import holdout_loaders, candidate_callbacks, _guard_run, joint_space
 from fastaug.search import trial_seed
-from fastaug.bench import train_eval
+from fastaug.bench import train_eval, read_runs, summarise, compact_table, markdown_table
 from guard_study import SETS, EPOCHS, LR, SEEDS, GUARD_FOLDS, records, gains, pick, fixed_methods
 
 def study(name:str, out:Path):
-    "TrivialAugment over the current joint space: its guard runs on the three folds and its final runs, recorded"
+    "TrivialAugment over the joint space with the loss settings: its guard runs on the three folds and its final runs, recorded"
     modality,make = SETS[name]
     dls,log = make(),out/'runs'/f'{name}.jsonl'
     log.parent.mkdir(parents=True, exist_ok=True)
     done = {(r['kind'], r.get('fold'), r.get('seed')) for r in records(log)}
     write = lambda r: open(log, 'a').write(json.dumps(dict(candidate='trivial', **r)) + '\n')
     learner = lambda d, cbs: get_learner(modality, dls=d, cbs=cbs)
-    ops,make_cbs = joint_space(dls)
+    ops,make_cbs = joint_space(dls, loss_terms=True)
     for fold in GUARD_FOLDS:
         if ('guard', fold, None) in done: continue
         hold = holdout_loaders(dls, 0.2, 0, fold)
@@ -65,6 +71,13 @@ def report(out:Path, before:Path=Path('benchmarks/guard_study'))->str:
             f"{a[:, 3].mean():+.2f} |") if len(a) else ''
     return '\n'.join([head, *rows, mean])
 
+def benchmark_report(out:Path, record:Path=Path('benchmarks/results/runs.jsonl'))->str:
+    "The benchmark's joint rows with the loss weights as settings (`+loss`) beside the recorded ones, paired with none"
+    new = [dict(r, method=r['method'] + '+loss') for r in read_runs(out/'benchmark_runs.jsonl')]
+    runs = [r for r in read_runs(record) if r['method'] in ('none', 'trivial', 'auto', 'auto-search')] + new
+    tbl = summarise(runs)
+    return '\n\n'.join(f"**{reg}**\n\n" + markdown_table(compact_table(tbl, reg)) for reg in ('full', 'reduced'))
+
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--out', default='benchmarks/loss_settings_study')
@@ -77,3 +90,8 @@ if __name__ == '__main__':
     text = report(out)
     (out/'results.md').write_text(f"# MODALS' loss weights as settings of the joint space\n\n{text}\n")
     print(text)
+    if (out/'benchmark_runs.jsonl').exists():
+        bench = benchmark_report(out)
+        (out/'benchmark.md').write_text("# The benchmark's joint rows with MODALS' loss weights as settings (+loss)\n\n"
+                                        f"{bench}\n")
+        print(bench)

@@ -25,6 +25,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'fastaug.auto._guard_run': ('one_call.html#_guard_run', 'fastaug/auto.py'),
                               'fastaug.auto._held_fold': ('one_call.html#_held_fold', 'fastaug/auto.py'),
                               'fastaug.auto._is_text': ('one_call.html#_is_text', 'fastaug/auto.py'),
+                              'fastaug.auto._modals_of': ('one_call.html#_modals_of', 'fastaug/auto.py'),
                               'fastaug.auto._score': ('one_call.html#_score', 'fastaug/auto.py'),
                               'fastaug.auto._stretch': ('one_call.html#_stretch', 'fastaug/auto.py'),
                               'fastaug.auto.auto_augment': ('one_call.html#auto_augment', 'fastaug/auto.py'),

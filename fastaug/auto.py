@@ -100,18 +100,24 @@ def _is_text(dls)->bool:
     x = dls.one_batch()[0]
     return dls.n_inp == 1 and x.ndim == 2 and not x.is_floating_point()
 
-# MODALS' loss terms in the joint space are settings too (`MODALS_LOSS_OPS`): off unless a setting turns them on
-_CALLBACK_OF = dict(image=ImagePolicy, series=SeriesPolicy, mixing=MixPolicy, isda=ISDAPolicy,
-                    latent=lambda: MODALS(Policy([], n_ops_weights=MODALS_N_OPS_WEIGHTS), triplet_weight=0,
-                                          adv_weight=0))
+def _modals_of(loss_terms:bool)->MODALS:
+    "The joint space's MODALS: its terms at their default weights, or, if they are settings, off unless one fires"
+    w = dict(triplet_weight=0, adv_weight=0) if loss_terms else {}
+    return MODALS(Policy([], n_ops_weights=MODALS_N_OPS_WEIGHTS), **w)
 
-def joint_space(dls:DataLoaders, kinds:list|None=None)->tuple:
+_CALLBACK_OF = dict(image=ImagePolicy, series=SeriesPolicy, mixing=MixPolicy, isda=ISDAPolicy, latent=_modals_of)
+
+def joint_space(
+    dls:DataLoaders, # The loaders the space is for
+    kinds:list|None=None, # Operation kinds; None: the data's input kind, 'latent', 'mixing', 'isda'
+    loss_terms:bool=False # MODALS' loss weights as settings of the space (`TripletLoss`, `AdversarialLoss`)
+)->tuple:
     "The operations of the joint space for the data of `dls`, and a function making the callbacks that apply them"
     if kinds is None: kinds = [k for k in (input_kind(dls), 'latent', 'mixing', 'isda') if k]
     for k in kinds: check_choice('kinds', k, list(_CALLBACK_OF))
-    ops = space_ops(kinds)
+    ops = space_ops(kinds, loss_terms)
     if _is_text(dls): ops = [o for o in ops if o != 'CutMix']  # a cut of padded token ids is not the share it says
-    return ops,lambda: [_CALLBACK_OF[k]() for k in kinds]
+    return ops,lambda: [_modals_of(loss_terms) if k == 'latent' else _CALLBACK_OF[k]() for k in kinds]
 
 # %% ../nbs/08e_one_call.ipynb #273d4a56
 FIXED = {

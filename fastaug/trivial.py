@@ -8,14 +8,19 @@ from fastai.basics import *
 from .core import *
 from .policy import *
 from .pba import policy_targets
+from .modals import MODALS_LOSS_OPS
 
 # %% auto #0
 __all__ = ['space_ops', 'one_of_each', 'TrivialAugment']
 
 # %% ../nbs/08d_trivial.ipynb #cbc6da67
-def space_ops(kinds:list)->list:
-    "Every registered operation of `kinds`, but private ones (names starting with `_`)"
-    return [o for k in kinds for o in ops_of(k) if not o.startswith('_')]
+def space_ops(
+    kinds:list, # Operation kinds: 'image', 'series', 'latent', 'mixing', 'isda'
+    loss_terms:bool=False # Also MODALS' loss weights (`MODALS_LOSS_OPS`), which are settings, not operations
+)->list:
+    "Every registered operation of `kinds`, but private ones (names starting with `_`) and, unless asked, loss weights"
+    skip = () if loss_terms else MODALS_LOSS_OPS
+    return [o for k in kinds for o in ops_of(k) if not o.startswith('_') and o not in skip]
 
 def one_of_each(ops:list)->Policy:
     "The policy that applies one of `ops` per sample, drawn uniformly, at a magnitude level drawn uniformly"

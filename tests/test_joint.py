@@ -132,10 +132,23 @@ def test_loss_settings_weigh_each_batch_and_make_a_discriminator_late():
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(a, b) for a,b in zip(first, cb.disc.parameters()))
 
+def test_the_joint_space_has_the_loss_settings_only_if_asked():
+    "By default MODALS' terms are on at their weights and not in the space; `loss_terms=True` makes them settings"
+    from fastaug.auto import joint_space
+    from fastaug.trivial import space_ops
+    dls = small_dls('series')
+    assert not set(MODALS_LOSS_OPS) & set(space_ops(['latent'])) and not set(MODALS_LOSS_OPS) & set(joint_space(dls)[0])
+    m = next(c for c in joint_space(dls)[1]() if isinstance(c, MODALS))
+    assert (m.triplet_weight, m.adv_weight) == (MODALS().triplet_weight, MODALS().adv_weight)
+    ops,make = joint_space(dls, loss_terms=True)
+    assert set(MODALS_LOSS_OPS) <= set(ops) and set(joint_space(dls)[0]) == set(ops) - set(MODALS_LOSS_OPS)
+    m = next(c for c in make() if isinstance(c, MODALS))
+    assert (m.triplet_weight, m.adv_weight) == (0, 0)
+
 def test_trivial_and_pba_reach_the_loss_settings(tmp_path):
     "TrivialAugment draws the loss settings like any latent operation; a joint schedule replays them into MODALS"
     from fastaug.trivial import TrivialAugment, space_ops
-    assert set(MODALS_LOSS_OPS) <= set(space_ops(['latent']))
+    assert set(MODALS_LOSS_OPS) <= set(space_ops(['latent'], loss_terms=True))
     w = {'latent': MODALS_N_OPS_WEIGHTS}
     sched = PolicySchedule([Policy([('Jitter', 3, 3), ('TripletLoss', 10, 4)], n_ops_weights=w),
                             Policy([('Jitter', 0, 0), ('AdversarialLoss', 10, 2)], n_ops_weights=w)])

@@ -6,7 +6,7 @@ import fastai.callback.schedule  # fit_one_cycle, lr_find, fine_tune
 from fastaug.policy import Policy, PROB_LEVELS, get_op
 from fastaug.image_ops import ImagePolicy, IMAGE_OPS
 from fastaug.series_ops import SeriesPolicy, SERIES_OPS
-from fastaug.modals import MODALS, MODALS_OPS, MODALS_LOSS_OPS
+from fastaug.modals import MODALS, MODALS_OPS
 from fastaug.techniques import MixPolicy, ISDAPolicy, MIXING_OPS, ISDA_OPS
 from fastaug.trivial import *
 from conftest import small_learner, hooks_left
@@ -24,7 +24,7 @@ def test_each_batch_gives_its_operation_to_the_callback_of_its_kind():
     spy = _Parts(ta, cbs)
     learn = small_learner('series', cbs=cbs + [ta, spy])
     with learn.no_logging(): learn.fit(2)
-    assert set(ta.space) == set(SERIES_OPS) | set(MODALS_OPS) | set(MODALS_LOSS_OPS) | set(MIXING_OPS) | set(ISDA_OPS)
+    assert set(ta.space) == set(SERIES_OPS) | set(MODALS_OPS) | set(MIXING_OPS) | set(ISDA_OPS)
     for (op,m),pols in spy.rows:
         for cb,p in zip(cbs, pols):
             want = [(op, PROB_LEVELS-1, m)] if get_op(op).kind == cb.kind else []
