@@ -297,6 +297,21 @@ def report(out:Path)->str:
                     f"the search's guard and in the race:\n\n{var}\n")
     return '\n'.join(text)
 
+def dev_study_main(doc:str, out:str, study, report, title:str)->Path:
+    "A development-set study's command line: `study` each set (unless --report), then write and print `report`"
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument('--out', default=out)
+    p.add_argument('--sets', default=','.join(SETS))
+    p.add_argument('--report', action='store_true')
+    a = p.parse_args()
+    out = Path(a.out)
+    if not a.report:
+        for name in a.sets.split(','): study(name, out)
+    text = report(out)
+    (out/'results.md').write_text(f"# {title}\n\n{text}\n")
+    print(text)
+    return out
+
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--out', default='benchmarks/guard_study')

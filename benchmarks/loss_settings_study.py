@@ -17,7 +17,7 @@ machine of `benchmarks/results`, `python -m fastaug.bench run --methods trivial 
 with the loss weights as settings of the joint space, its default then; `--report` also tables them against the
 recorded rows, whose space has MODALS' terms always on (`benchmark.md`).
 """
-import argparse, json, warnings
+import json, warnings
 warnings.filterwarnings('ignore')
 from pathlib import Path
 import numpy as np
@@ -25,7 +25,8 @@ from fastaug.datasets import get_learner
 from fastaug.auto import holdout_loaders, candidate_callbacks, _guard_run, joint_space
 from fastaug.search import trial_seed
 from fastaug.bench import train_eval, read_runs, summarise, compact_table, markdown_table
-from guard_study import SETS, EPOCHS, LR, SEEDS, GUARD_FOLDS, records, gains, pick, fixed_methods
+from guard_study import (SETS, EPOCHS, LR, SEEDS, GUARD_FOLDS, records, gains, pick, fixed_methods,
+                         dev_study_main)
 
 def study(name:str, out:Path):
     "TrivialAugment over the joint space with the loss settings: its guard runs on the three folds and its final runs, recorded"
@@ -79,17 +80,8 @@ def benchmark_report(out:Path, record:Path=Path('benchmarks/results/runs.jsonl')
     return '\n\n'.join(f"**{reg}**\n\n" + markdown_table(compact_table(tbl, reg)) for reg in ('full', 'reduced'))
 
 if __name__ == '__main__':
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--out', default='benchmarks/loss_settings_study')
-    p.add_argument('--sets', default=','.join(SETS))
-    p.add_argument('--report', action='store_true')
-    a = p.parse_args()
-    out = Path(a.out)
-    if not a.report:
-        for name in a.sets.split(','): study(name, out)
-    text = report(out)
-    (out/'results.md').write_text(f"# MODALS' loss weights as settings of the joint space\n\n{text}\n")
-    print(text)
+    out = dev_study_main(__doc__, 'benchmarks/loss_settings_study', study, report,
+                         "MODALS' loss weights as settings of the joint space")
     if (out/'benchmark_runs.jsonl').exists():
         bench = benchmark_report(out)
         (out/'benchmark.md').write_text("# The benchmark's joint rows with MODALS' loss weights as settings (+loss)\n\n"

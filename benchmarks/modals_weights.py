@@ -10,12 +10,12 @@ against no augmentation, on the whole training set with 5 paired seeds, and test
 paired test gain of each weight. The weights matter if the best weight differs between sets and beats the default by
 more than a standard deviation somewhere. Every run is recorded as it ends; a rerun does only what is missing.
 """
-import argparse, json, warnings
+import json, warnings
 warnings.filterwarnings('ignore')
 from pathlib import Path
 from fastaug.modals import MODALS
 from fastaug.bench import train_eval
-from guard_study import SETS, EPOCHS, LR, SEEDS, records, gains
+from guard_study import SETS, EPOCHS, LR, SEEDS, records, gains, dev_study_main
 
 WEIGHTS = (0., 0.01, 0.03, 0.1)
 def name_of(w:float)->str: return f"w{w:g}"
@@ -57,14 +57,4 @@ def report(out:Path)->str:
     return head + '\n' + '\n'.join(rows) + '\n\n' + summ
 
 if __name__ == '__main__':
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--out', default='benchmarks/modals_weights')
-    p.add_argument('--sets', default=','.join(SETS))
-    p.add_argument('--report', action='store_true')
-    a = p.parse_args()
-    out = Path(a.out)
-    if not a.report:
-        for name in a.sets.split(','): study(name, out)
-    text = report(out)
-    (out/'results.md').write_text(f"# MODALS' loss weights on the development sets\n\n{text}\n")
-    print(text)
+    dev_study_main(__doc__, 'benchmarks/modals_weights', study, report, "MODALS' loss weights on the development sets")
