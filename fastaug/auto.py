@@ -117,7 +117,8 @@ def joint_space(
     for k in kinds: check_choice('kinds', k, list(_CALLBACK_OF))
     ops = space_ops(kinds, loss_terms)
     if _is_text(dls): ops = [o for o in ops if o != 'CutMix']  # a cut of padded token ids is not the share it says
-    return ops,lambda: [_modals_of(loss_terms) if k == 'latent' else _CALLBACK_OF[k]() for k in kinds]
+    make = {**_CALLBACK_OF, 'latent': partial(_modals_of, loss_terms)}
+    return ops,lambda: [make[k]() for k in kinds]
 
 # %% ../nbs/08e_one_call.ipynb #273d4a56
 FIXED = {

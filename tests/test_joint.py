@@ -137,7 +137,8 @@ def test_the_joint_space_has_the_loss_settings_only_if_asked():
     from fastaug.auto import joint_space
     from fastaug.trivial import space_ops
     dls = small_dls('series')
-    assert not set(MODALS_LOSS_OPS) & set(space_ops(['latent'])) and not set(MODALS_LOSS_OPS) & set(joint_space(dls)[0])
+    assert not set(MODALS_LOSS_OPS) & set(space_ops(['latent']))
+    assert not set(MODALS_LOSS_OPS) & set(joint_space(dls)[0])
     m = next(c for c in joint_space(dls)[1]() if isinstance(c, MODALS))
     assert (m.triplet_weight, m.adv_weight) == (MODALS().triplet_weight, MODALS().adv_weight)
     ops,make = joint_space(dls, loss_terms=True)
