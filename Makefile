@@ -19,7 +19,10 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test check-nbs check-readme readme notebooks nbtest nbtest-no-fashion pytest bench fashion-mnist gpu-check gpu-check-on-cpu clean-venv
 
+# the virtual environment takes about 6.8 GiB (torch's CUDA build, 5.3 of them): say so before pip runs out of disk
+VENV_GIB ?= 7
 $(VENV)/.torch:
+	$(PYTHON) tools/check_disk.py $(VENV) $(VENV_GIB)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install $(TORCH)

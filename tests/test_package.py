@@ -1,5 +1,5 @@
 "The package: one version, a build that works with current setuptools, the files the design card names"
-import configparser, importlib.metadata, subprocess, sys, zipfile, tomllib
+import configparser, importlib.metadata, shutil, subprocess, sys, zipfile, tomllib
 from pathlib import Path
 import pytest
 import fastaug
@@ -31,6 +31,20 @@ def test_readme_says_how_to_set_up_first():
     readme = (root/'README.md').read_text()
     setup = readme.index('## Set up')
     assert setup < readme.index('## Install') and 'make demo' in readme and 'make test' in readme
+
+def check_disk(venv, gib):
+    return subprocess.run([sys.executable, str(root/'tools'/'check_disk.py'), str(venv), str(gib)], capture_output=True,
+                          text=True)
+
+def test_make_says_when_the_disk_cannot_hold_the_environment(tmp_path):
+    r = check_disk(tmp_path/'a'/'.venv', 10**6)  # a folder not yet made: its disk is that of the nearest parent
+    assert r.returncode == 1 and 'needs about 1000000.0 GiB more of free disk' in r.stderr and str(tmp_path) in r.stderr
+    assert check_disk(tmp_path/'.venv', 0.001).returncode == 0
+    (tmp_path/'.venv').mkdir(); (tmp_path/'.venv'/'torch.whl').write_bytes(b'0'*2**23)  # 8 MiB already there
+    need = (shutil.disk_usage(tmp_path).free + 2**20)/2**30  # 1 MiB more than the disk has
+    assert check_disk(tmp_path/'.venv', need).returncode == 0, 'what a half-made environment holds counts'
+    assert check_disk(tmp_path/'b', need).returncode == 1
+    assert '$(PYTHON) tools/check_disk.py $(VENV) $(VENV_GIB)' in (root/'Makefile').read_text()
 
 def test_wheel_builds_with_current_setuptools(tmp_path):
     "setup.py reads settings.ini without pkg_resources and the wheel carries the package and its metadata"
