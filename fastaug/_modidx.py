@@ -20,6 +20,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'fastaug.auto._Subset.items': ('one_call.html#_subset.items', 'fastaug/auto.py'),
                               'fastaug.auto._candidate_names': ('one_call.html#_candidate_names', 'fastaug/auto.py'),
                               'fastaug.auto._check_folds': ('one_call.html#_check_folds', 'fastaug/auto.py'),
+                              'fastaug.auto._check_guard_settings': ('one_call.html#_check_guard_settings', 'fastaug/auto.py'),
+                              'fastaug.auto._check_record': ('one_call.html#_check_record', 'fastaug/auto.py'),
                               'fastaug.auto._check_split': ('one_call.html#_check_split', 'fastaug/auto.py'),
                               'fastaug.auto._guard_key': ('one_call.html#_guard_key', 'fastaug/auto.py'),
                               'fastaug.auto._guard_run': ('one_call.html#_guard_run', 'fastaug/auto.py'),

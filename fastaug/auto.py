@@ -273,12 +273,21 @@ def _check_folds(folds, share:float)->tuple:
                          f"{n} folds; 0 is the one the search ranks on), got {folds!r}")
     return fs
 
+def _check_record(path:Path, name:str, settings:dict, what:str, remedy:str):
+    "Record in `path/name` the settings of the runs a call's directory holds, or raise if they are of others"
+    f = path/name
+    if f.exists(): check_same_settings(path, read_json(f, f'{name} record'), settings, remedy, what)
+    else: write_json(settings, f)
+
 def _check_split(path:Path, split:dict):
     "Record the split a call's directory holds runs of, or raise if it holds runs of another"
-    f = path/'split.json'
-    if f.exists(): check_same_settings(path, read_json(f, 'split record'), split,
-                                       "its search and guard runs are of another split: give another `path`")
-    else: write_json(split, f)
+    _check_record(path, 'split.json', split, 'a search', "its search and guard runs are of another split: give "
+                  "another `path`")
+
+def _check_guard_settings(path:Path, settings:dict):
+    "Record how a call's guard runs train (a directory of a release before this record is taken as it is)"
+    _check_record(path, 'guard_settings.json', settings, 'guard runs', "they trained with other settings: give "
+                  "the same `epochs`, `lr`, `fit_method` and `kinds` to resume them, or another `path`")
 
 def _stretch(schedule:PolicySchedule|None, epochs:int|None)->int|None:
     "The `n_epochs` that replays `schedule` over a run of `epochs` (None: one schedule epoch each, as searched)"
@@ -323,6 +332,7 @@ def auto_augment(
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     _check_split(path, dict(holdout=holdout, seed=seed, n_train=len(dls.train_ds)))
     ops,make_cbs = joint_space(hold, kinds)
+    _check_guard_settings(path, dict(epochs=epochs, lr=lr, fit_method=fit_method, ops=ops))
     probe = learner(hold, [])
     metric,_ = score_metric(probe, metric)
     gmetric,ghib = score_metric(probe, metric if guard_metric is None else guard_metric)

@@ -173,10 +173,10 @@ class SearchSettings:
         ends = list(range(self.interval, self.epochs, self.interval)) + [self.epochs]
         return list(zip([0] + ends[:-1], ends))
 
-def check_same_settings(path, stored:dict, settings:dict, remedy:str):
-    "Raise naming every setting in which the search stored under `path` differs from `settings`"
+def check_same_settings(path, stored:dict, settings:dict, remedy:str, what:str='a search'):
+    "Raise naming every setting in which the runs stored under `path` (`what` they are) differ from `settings`"
     diff = [f"{k}: {stored.get(k)!r} there, {v!r} now" for k,v in settings.items() if stored.get(k) != v]
-    if diff: raise ValueError(f"{path} holds a search with other settings ({'; '.join(diff)}): {remedy}")
+    if diff: raise ValueError(f"{path} holds {what} with other settings ({'; '.join(diff)}): {remedy}")
 
 # %% ../nbs/08b_search.ipynb #5p100021
 class PBAResult:

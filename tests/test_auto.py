@@ -166,6 +166,22 @@ def test_a_directory_of_another_split_is_refused(tmp_path):
     with pytest.raises(ValueError, match='n_train'):
         auto_augment(maker('series'), smaller, epochs=1, candidates=['trivial'], path=tmp_path, progress=False)
 
+def test_guard_runs_of_other_settings_are_refused(tmp_path):
+    "A rerun resumes the guard runs only if they trained as it would: same epochs, lr, fit method and joint space"
+    dls = small_dls('series')
+    call = lambda **kw: auto_augment(maker('series'), dls, **{**dict(epochs=1, candidates=['trivial'], path=tmp_path,
+                                                                     lr=1e-2, progress=False), **kw})
+    res = call()
+    for kw,what in [(dict(epochs=2), 'epochs: 1 there, 2 now'), (dict(lr=3e-3), 'lr: 0.01 there, 0.003 now'),
+                    (dict(fit_method='fit'), "fit_method: 'fit_one_cycle' there, 'fit' now"),
+                    (dict(kinds=['latent']), 'ops: ')]:
+        with pytest.raises(ValueError, match=f'holds guard runs with other settings \\({what}.*give the same `epochs`'):
+            call(**kw)
+    (tmp_path/'guard_settings.json').unlink()        # a directory of a release that did not record them: resumed as is
+    _Fits.n = 0
+    again = call()
+    assert _Fits.n == 0 and again.scores == res.scores and (tmp_path/'guard_settings.json').exists()
+
 def test_the_guard_never_hands_back_a_loss_on_the_holdout():
     for s,t,n in [(0.5, 0.6, 0.7), (0.8, 0.6, 0.7), (0.8, 0.9, 0.7), (0.7, 0.7, 0.7)]:
         scores = dict(searched=s, trivial=t, none=n)
