@@ -4,10 +4,11 @@
 
 The benchmark's `search ×` divides a call's recorded time by the recorded runs without augmentation, which other
 benchmark processes may have shared the machine with at other times. This measures both in one process, with
-nothing else meant to run beside it: for each cell (a benchmark dataset and regime), one plain run of the final
-training (seed 0, the whole training set), the default call in a fresh directory, then the plain run again; the cost
-is the call's time over the mean of the two plain runs. The call's choice is checked against the benchmark's record
-(`benchmarks/results/searches/auto/<cell>/result.json`): the same code on the same machine chooses the same.
+nothing else meant to run beside it: for each cell (a benchmark dataset and regime), an untimed one-epoch warm-up,
+one plain run of the final training (seed 0, the whole training set), the default call in a fresh directory, then the
+plain run again; the cost is the call's time over the mean of the two plain runs. The call's choice is checked against
+the benchmark's record (`benchmarks/results/searches/auto/<cell>/result.json`): the same code on the benchmark's
+machine chooses the same; another machine's floating point may not. `results.md` has a table per machine.
 """
 import argparse, json, tempfile, time, warnings
 warnings.filterwarnings('ignore')
@@ -30,7 +31,8 @@ def cell_data(cell:str)->tuple:
 def measure(cell:str, lr:float=1e-2)->dict:
     "One plain run, the default call, one plain run, in this process; the call's cost over the plain runs' mean"
     k,dls,epochs = cell_data(cell)
-    plain = lambda: train_eval(k, 'none', seed=0, epochs=epochs, lr=lr, dls=dls)['seconds']
+    plain = lambda n=epochs: train_eval(k, 'none', seed=0, epochs=n, lr=lr, dls=dls)['seconds']
+    plain(1)  # first-run costs (allocations, caches) out of the timed runs
     before = plain()
     with tempfile.TemporaryDirectory() as d:
         start = time.perf_counter()
@@ -45,11 +47,12 @@ def measure(cell:str, lr:float=1e-2)->dict:
 
 def table(rows:list)->str:
     "The measurements as a Markdown table"
-    out = ['| cell | plain run (s), before / after | call (s) | cost × one plain run | chose | as recorded |',
+    out = ['| cell | plain run (s), before / after | call (s) | cost × one plain run | chose | the record chose |',
            '|---|---|---|---|---|---|']
     for r in rows:
+        rec = 'the same' if r['choice'] == r['recorded_choice'] else r['recorded_choice']
         out.append(f"| {r['cell']} | {r['plain_before']:.1f} / {r['plain_after']:.1f} | {r['call']:.0f} | "
-                   f"{r['cost']:.1f} | {r['choice']} | {'yes' if r['choice'] == r['recorded_choice'] else 'no'} |")
+                   f"{r['cost']:.1f} | {r['choice']} | {rec} |")
     return '\n'.join(out)
 
 if __name__ == '__main__':
@@ -63,7 +66,8 @@ if __name__ == '__main__':
         r = measure(cell)
         with open(log, 'a') as f: f.write(json.dumps(r) + '\n')
         print(table([r]).split('\n')[-1], flush=True)
-    rows = {r['cell']: r for r in map(json.loads, log.read_text().splitlines())}  # the latest of each cell
-    text = table([rows[c] for c in CELLS if c in rows])
+    rows = {}
+    for r in map(json.loads, log.read_text().splitlines()): rows.setdefault(r['machine'], {})[r['cell']] = r  # latest
+    text = '\n\n'.join(f"Machine `{m}`:\n\n" + table([rs[c] for c in CELLS if c in rs]) for m,rs in rows.items())
     (out/'results.md').write_text(text + '\n')
     print(text)
