@@ -250,9 +250,11 @@ class BF16Autocast(Callback):
     "CPU bf16 autocast around the forward pass and the loss, as fastai's MixedPrecision does on a GPU"
     order = 10
     def before_batch(self): self.ctx = torch.autocast('cpu', dtype=torch.bfloat16); self.ctx.__enter__()
-    def after_loss(self): self.ctx.__exit__(None, None, None)
-    def after_cancel_batch(self):
-        if getattr(self, 'ctx', None) is not None: self.ctx.__exit__(None, None, None)
+    def after_loss(self): self.close()
+    def after_cancel_batch(self): self.close()
+    def close(self):
+        "Leave autocast if a batch is inside it (an error mid-batch would leave it on for every later test)"
+        if getattr(self, 'ctx', None) is not None: self.ctx.__exit__(None, None, None); self.ctx = None
 
 def no_half_statistics(run, case):
     "The statistics stay fp32 (or integer) under reduced precision"
@@ -354,7 +356,12 @@ def wf_to_fp16(run):
     no_half_statistics(run, run.case)
 
 def wf_bf16_autocast(run):
-    fit(run.learn, 1, cbs=BF16Autocast())
+    cb = BF16Autocast()
+    try: fit(run.learn, 1, cbs=cb)
+    except RuntimeError as e:  # torch's limit on some CPUs (seen on one without AVX-512), not fastaug's
+        if 'LSTM forward propagation primitive' not in str(e): raise
+        pytest.skip(f"this CPU's oneDNN cannot run an LSTM in bf16: {str(e).splitlines()[0]}")
+    finally: cb.close()
     no_half_statistics(run, run.case)
 
 def wf_gradient_accumulation(run):
