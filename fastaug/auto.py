@@ -21,7 +21,7 @@ from .techniques import MixPolicy, ISDAPolicy
 from .trivial import TrivialAugment, space_ops
 from .pba import PBA, rank_value
 from .checkpoint import read_json, write_json
-from .search import pba_search, score_metric, trial_seed, check_same_settings, FIT_METHODS
+from .search import pba_search, score_metric, trial_seed, check_record, FIT_METHODS
 
 # %% auto #0
 __all__ = ['FIXED', 'FIXED_KINDS', 'CANDIDATES', 'class_labels', 'n_folds', 'holdout_loaders', 'input_kind', 'joint_space',
@@ -273,22 +273,6 @@ def _check_folds(folds, share:float)->tuple:
                          f"{n} folds; 0 is the one the search ranks on), got {folds!r}")
     return fs
 
-def _check_record(path:Path, name:str, settings:dict, what:str, remedy:str):
-    "Record in `path/name` the settings of the runs a call's directory holds, or raise if they are of others"
-    f = path/name
-    if f.exists(): check_same_settings(path, read_json(f, f'{name} record'), settings, remedy, what)
-    else: write_json(settings, f)
-
-def _check_split(path:Path, split:dict):
-    "Record the split a call's directory holds runs of, or raise if it holds runs of another"
-    _check_record(path, 'split.json', split, 'a search', "its search and guard runs are of another split: give "
-                  "another `path`")
-
-def _check_guard_settings(path:Path, settings:dict):
-    "Record how a call's guard runs train (a directory of a release before this record is taken as it is)"
-    _check_record(path, 'guard_settings.json', settings, 'guard runs', "they trained with other settings: give "
-                  "the same `epochs`, `lr`, `fit_method` and `kinds` to resume them, or another `path`")
-
 def _stretch(schedule:PolicySchedule|None, epochs:int|None)->int|None:
     "The `n_epochs` that replays `schedule` over a run of `epochs` (None: one schedule epoch each, as searched)"
     return epochs if schedule is not None and epochs is not None and len(schedule) != epochs else None
@@ -330,9 +314,13 @@ def auto_augment(
     folds = _check_folds(guard_folds, holdout)
     cands = check_candidates(default_candidates(hold) if candidates is None else candidates, hold)
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    _check_split(path, dict(holdout=holdout, seed=seed, n_train=len(dls.train_ds)))
+    check_record(path/'split.json', dict(holdout=holdout, seed=seed, n_train=len(dls.train_ds)), 'split record',
+                 "its search and guard runs are of another split: give another `path`")
     ops,make_cbs = joint_space(hold, kinds)
-    _check_guard_settings(path, dict(epochs=epochs, lr=lr, fit_method=fit_method, ops=ops))
+    # how the guard runs train; a directory of a release before this record resumes as it is and gets one
+    check_record(path/'guard_settings.json', dict(epochs=epochs, lr=lr, fit_method=fit_method, ops=ops),
+                 'guard settings', "they trained with other settings: give the same `epochs`, `lr`, `fit_method` "
+                 "and `kinds` to resume them, or another `path`", 'guard runs')
     probe = learner(hold, [])
     metric,_ = score_metric(probe, metric)
     gmetric,ghib = score_metric(probe, metric if guard_metric is None else guard_metric)

@@ -19,7 +19,7 @@ from copy import deepcopy
 # %% auto #0
 __all__ = ['TRIAL_FORMAT', 'FIT_METHODS', 'new_trial', 'exploit', 'trial_schedule', 'trial_file', 'save_checkpoint',
            'load_checkpoint', 'score_metric', 'check_validation', 'trial_seed', 'check_search_learner', 'train_trial',
-           'SearchSettings', 'check_same_settings', 'PBAResult', 'pba_search']
+           'SearchSettings', 'check_same_settings', 'check_record', 'PBAResult', 'pba_search']
 
 # %% ../nbs/08b_search.ipynb #5p100017
 TRIAL_FORMAT = 'fastaug.pba.trial'
@@ -178,6 +178,11 @@ def check_same_settings(path, stored:dict, settings:dict, remedy:str, what:str='
     diff = [f"{k}: {stored.get(k)!r} there, {v!r} now" for k,v in settings.items() if stored.get(k) != v]
     if diff: raise ValueError(f"{path} holds {what} with other settings ({'; '.join(diff)}): {remedy}")
 
+def check_record(f:Path, settings:dict, label:str, remedy:str, what:str='a search'):
+    "Write `settings` to the record `f` (`label` names it), or, if there is one, raise where the runs beside it differ"
+    if not f.exists(): return write_json(settings, f)
+    check_same_settings(f.parent, read_json(f, label), settings, remedy, what)
+
 # %% ../nbs/08b_search.ipynb #5p100021
 class PBAResult:
     "What a PBA search found: the best trial's schedule, and every trial's history, lineage and scores"
@@ -250,10 +255,8 @@ class _LocalSearch:
     def start(self):
         "Create the search directory, or check that the search in it has the same settings"
         for d in ('trials', 'generations'): (self.path/d).mkdir(parents=True, exist_ok=True)
-        f = self.path/'search.json'
-        if not f.exists(): return write_json(self.cfg.to_dict(), f)
-        check_same_settings(self.path, read_json(f, 'search settings'), self.cfg.to_dict(),
-                            "resume it with the same arguments, or give a new `path`")
+        check_record(self.path/'search.json', self.cfg.to_dict(), 'search settings',
+                     "resume it with the same arguments, or give a new `path`")
 
     def run(self)->PBAResult:
         self.start()
