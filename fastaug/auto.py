@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, time
 from fastai.basics import *
 import fastai.callback.schedule  # Learner.fit_one_cycle
+from fastai.callback.tracker import TrackerCallback
 from fastprogress.fastprogress import progress_bar
 from .core import *
 from .policy import *
@@ -26,7 +27,7 @@ from .search import pba_search, score_metric, trial_seed, check_record, FIT_METH
 # %% auto #0
 __all__ = ['FIXED', 'FIXED_KINDS', 'CANDIDATES', 'class_labels', 'n_folds', 'holdout_loaders', 'input_kind', 'joint_space',
            'fixed_applies', 'default_candidates', 'check_candidates', 'candidate_callbacks', 'guard_choice',
-           'AutoResult', 'auto_augment']
+           'AutoResult', 'ValidateLastEpoch', 'auto_augment']
 
 # %% ../nbs/08e_one_call.ipynb #653458b6
 class _Subset:
@@ -246,11 +247,24 @@ class AutoResult:
         return self.schedule.plot(figsize=figsize, title=f"searched schedule ({self.gain('searched'):+.4f} "
                                   f"{self.metric} over none on {self.where}); chosen: {self.choice}")
 
+# %% ../nbs/08e_one_call.ipynb #c93a5f17
+class ValidateLastEpoch(Callback):
+    "Skip validation before the last epoch of each fit, drawing what it would have drawn: training is unchanged"
+    order = 1000  # after every other callback's `before_validate`, which each then sees as in a validated epoch
+    def before_validate(self):
+        dl = self.dl
+        if self.epoch == self.n_epoch - 1 or not isinstance(dl, DataLoader): return
+        dl.randomize()  # a pass over `dl` draws its own seed, then torch's loader iterator draws its workers' seed
+        torch.empty((), dtype=torch.int64).random_(generator=dl.fake_l.generator)
+        raise CancelValidException
+
+
 # %% ../nbs/08e_one_call.ipynb #920921c9
 def _guard_run(learner, hold, cbs, epochs, lr, fit_method, seed)->tuple:
     "Train one guard candidate on the hold-out split; every hold-out score it ends with (by name) and its time"
     with no_random(seed, reproducible=False):
         learn = learner(hold, cbs)
+        if not any(isinstance(c, TrackerCallback) for c in learn.cbs): learn.add_cb(ValidateLastEpoch())
         for dl in learn.dls.loaders:
             if isinstance(getattr(dl, 'rng', None), random.Random): dl.rng.seed(seed)
         start = time.perf_counter()

@@ -134,6 +134,28 @@ def test_trials_longer_than_the_final_run(tmp_path):
     with pytest.raises(ValueError, match='`search_epochs` must be an integer'):
         auto_augment(maker('series'), small_dls('series'), epochs=1, search_epochs=0, path=tmp_path)
 
+class _ValidBatches(Callback):
+    "Counts the validation batches of the Learners it is added to"
+    n = 0
+    def after_pred(self):
+        if not self.training: type(self).n += 1
+
+def test_guard_runs_validate_in_their_last_epoch_only_with_the_same_scores(tmp_path):
+    from fastai.callback.tracker import EarlyStoppingCallback
+    dls,cands = small_dls('series'),['modals', 'trivial']  # both draw from torch's generator in every epoch
+    def make(tracker):
+        extra = [EarlyStoppingCallback(patience=100)] if tracker else []  # never stops: the same training
+        return lambda d, cbs: get_learner('series', dls=d, cbs=list(cbs) + extra + [_ValidBatches()])
+    runs = {}
+    for tracker in (False, True):
+        _ValidBatches.n = 0
+        runs[tracker] = auto_augment(make(tracker), dls, epochs=3, candidates=cands, lr=1e-2,
+                                     path=tmp_path/str(tracker), progress=False),_ValidBatches.n
+    hold = holdout_loaders(dls, 0.2, 0, 1)
+    per_pass = len(hold.valid)
+    assert runs[False][1] == 3*per_pass and runs[True][1] == 3*3*per_pass  # a tracker reads every epoch's values
+    assert runs[False][0].scores == runs[True][0].scores                     # bit for bit
+
 def test_the_guard_on_the_search_fold_by_loss(tmp_path):
     "guard_folds=(0,) and guard_metric='valid_loss': the guard of the first release, three runs on the search's hold-out"
     _Fits.n = 0
