@@ -8,7 +8,9 @@ nothing else meant to run beside it: for each cell (a benchmark dataset and regi
 one plain run of the final training (seed 0, the whole training set), the default call in a fresh directory, then the
 plain run again; the cost is the call's time over the mean of the two plain runs. The call's choice is checked against
 the benchmark's record (`benchmarks/results/searches/auto/<cell>/result.json`): the same code on the benchmark's
-machine chooses the same; another machine's floating point may not. `results.md` has a table per machine.
+machine chooses the same; another machine's floating point may not. `results.md` has a table per machine; rows
+measured before guard runs validated in their last epoch only (`ValidateLastEpoch`: the same choices and scores) say
+'every epoch' in its last column.
 """
 import argparse, json, tempfile, time, warnings
 warnings.filterwarnings('ignore')
@@ -43,16 +45,16 @@ def measure(cell:str, lr:float=1e-2)->dict:
     recorded = json.loads(rec.read_text())['choice'] if rec.exists() else None
     return dict(cell=cell, plain_before=before, plain_after=after, call=call, cost=call/((before + after)/2),
                 own_cost=res.cost, choice=res.choice, recorded_choice=recorded, machine=machine(),
-                threads=torch.get_num_threads())
+                threads=torch.get_num_threads(), guard_validation='last epoch')
 
 def table(rows:list)->str:
     "The measurements as a Markdown table"
-    out = ['| cell | plain run (s), before / after | call (s) | cost × one plain run | chose | the record chose |',
-           '|---|---|---|---|---|---|']
+    out = ['| cell | plain run (s), before / after | call (s) | cost × one plain run | chose | the record chose | '
+           'guard runs validate |', '|---|---|---|---|---|---|---|']
     for r in rows:
         rec = 'the same' if r['choice'] == r['recorded_choice'] else r['recorded_choice']
         out.append(f"| {r['cell']} | {r['plain_before']:.1f} / {r['plain_after']:.1f} | {r['call']:.0f} | "
-                   f"{r['cost']:.1f} | {r['choice']} | {rec} |")
+                   f"{r['cost']:.1f} | {r['choice']} | {rec} | {r.get('guard_validation', 'every epoch')} |")
     return '\n'.join(out)
 
 if __name__ == '__main__':
