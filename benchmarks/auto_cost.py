@@ -9,7 +9,7 @@ one plain run of the final training (seed 0, the whole training set), the defaul
 plain run again; the cost is the call's time over the mean of the two plain runs. The call's choice is checked against
 the benchmark's record (`benchmarks/results/searches/auto/<cell>/result.json`): the same code on the benchmark's
 machine chooses the same; another machine's floating point may not. `results.md` has a table per machine; rows
-measured before guard runs validated in their last epoch only (`ValidateLastEpoch`: the same choices and scores) say
+measured before guard runs validated in their last epoch only (the same choices and scores) say
 'every epoch' in its last column.
 """
 import argparse, json, tempfile, time, warnings

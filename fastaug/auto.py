@@ -27,7 +27,7 @@ from .search import pba_search, score_metric, trial_seed, check_record, FIT_METH
 # %% auto #0
 __all__ = ['FIXED', 'FIXED_KINDS', 'CANDIDATES', 'class_labels', 'n_folds', 'holdout_loaders', 'input_kind', 'joint_space',
            'fixed_applies', 'default_candidates', 'check_candidates', 'candidate_callbacks', 'guard_choice',
-           'AutoResult', 'ValidateLastEpoch', 'auto_augment']
+           'AutoResult', 'auto_augment']
 
 # %% ../nbs/08e_one_call.ipynb #653458b6
 class _Subset:
@@ -248,7 +248,7 @@ class AutoResult:
                                   f"{self.metric} over none on {self.where}); chosen: {self.choice}")
 
 # %% ../nbs/08e_one_call.ipynb #c93a5f17
-class ValidateLastEpoch(Callback):
+class _ValidateLastEpoch(Callback):
     "Skip validation before the last epoch of each fit, drawing what it would have drawn: training is unchanged"
     order = 1000  # after every other callback's `before_validate`, which each then sees as in a validated epoch
     def before_validate(self):
@@ -258,13 +258,12 @@ class ValidateLastEpoch(Callback):
         torch.empty((), dtype=torch.int64).random_(generator=dl.fake_l.generator)
         raise CancelValidException
 
-
 # %% ../nbs/08e_one_call.ipynb #920921c9
 def _guard_run(learner, hold, cbs, epochs, lr, fit_method, seed)->tuple:
     "Train one guard candidate on the hold-out split; every hold-out score it ends with (by name) and its time"
     with no_random(seed, reproducible=False):
         learn = learner(hold, cbs)
-        if not any(isinstance(c, TrackerCallback) for c in learn.cbs): learn.add_cb(ValidateLastEpoch())
+        if not any(isinstance(c, TrackerCallback) for c in learn.cbs): learn.add_cb(_ValidateLastEpoch())
         for dl in learn.dls.loaders:
             if isinstance(getattr(dl, 'rng', None), random.Random): dl.rng.seed(seed)
         start = time.perf_counter()
