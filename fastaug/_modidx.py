@@ -19,6 +19,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'fastaug.auto._Subset.__len__': ('one_call.html#_subset.__len__', 'fastaug/auto.py'),
                               'fastaug.auto._Subset.items': ('one_call.html#_subset.items', 'fastaug/auto.py'),
                               'fastaug.auto._ValidateLastEpoch': ('one_call.html#_validatelastepoch', 'fastaug/auto.py'),
+                              'fastaug.auto._ValidateLastEpoch.before_fit': ( 'one_call.html#_validatelastepoch.before_fit',
+                                                                              'fastaug/auto.py'),
                               'fastaug.auto._ValidateLastEpoch.before_validate': ( 'one_call.html#_validatelastepoch.before_validate',
                                                                                    'fastaug/auto.py'),
                               'fastaug.auto._candidate_names': ('one_call.html#_candidate_names', 'fastaug/auto.py'),

@@ -251,9 +251,12 @@ class AutoResult:
 class _ValidateLastEpoch(Callback):
     "Skip validation before the last epoch of each fit, drawing what it would have drawn: training is unchanged"
     order = 1000  # after every other callback's `before_validate`, which each then sees as in a validated epoch
+    def before_fit(self):
+        "A `TrackerCallback` (early stopping, saving the best model) reads every epoch's values: then skip nothing"
+        self.skips = not any(isinstance(c, TrackerCallback) for c in self.learn.cbs)
     def before_validate(self):
         dl = self.dl
-        if self.epoch == self.n_epoch - 1 or not isinstance(dl, DataLoader): return
+        if not self.skips or self.epoch == self.n_epoch - 1 or not isinstance(dl, DataLoader): return
         dl.randomize()  # a pass over `dl` draws its own seed, then torch's loader iterator draws its workers' seed
         torch.empty((), dtype=torch.int64).random_(generator=dl.fake_l.generator)
         raise CancelValidException
@@ -263,7 +266,7 @@ def _guard_run(learner, hold, cbs, epochs, lr, fit_method, seed)->tuple:
     "Train one guard candidate on the hold-out split; every hold-out score it ends with (by name) and its time"
     with no_random(seed, reproducible=False):
         learn = learner(hold, cbs)
-        if not any(isinstance(c, TrackerCallback) for c in learn.cbs): learn.add_cb(_ValidateLastEpoch())
+        learn.add_cb(_ValidateLastEpoch())
         for dl in learn.dls.loaders:
             if isinstance(getattr(dl, 'rng', None), random.Random): dl.rng.seed(seed)
         start = time.perf_counter()
